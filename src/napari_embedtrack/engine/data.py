@@ -1,0 +1,519 @@
+"""Training data: frame pairs (t-1, t) with labels, crops and augmentation.
+
+Labels per frame (full frame, built once per sequence by :func:`build_labels`):
+
+- ``seg``: instance masks (label = track id) of cells whose full mask is known. These drive
+  the segmentation losses.
+- ``track``: pixels known to belong to a tracked cell: the full mask where known, otherwise the
+  tracking marker. These drive the tracking loss (a marker's pixels must point to the cell's
+  centre at t-1, estimated as the marker's/mask's medoid there).
+- ``ignore``: pixels whose class is unknown: around markers of cells without a full mask (a
+  disk of about one cell radius), plus padding outside the frame. They count neither as
+  background nor as cell.
+
+Where the TRA markers are full masks (Fluo-N2DH-SIM+; detected by comparing markers with
+the SEG masks), every frame is fully labelled. Where SEG is sparse (GOWT1, MSC), SEG frames
+give full masks for the annotated cells and every frame gives markers for tracking.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES = 128
+MIN_CROP_PIXELS = 20  # instance pieces smaller than this inside a crop are ignored
+
+
+# --------------------------------------------------------------------------- normalisation
+def normalize_frame(frame: np.ndarray, percentiles=(1.0, 99.8)) -> np.ndarray:
+    """Scale a frame so its low/high percentiles map to 0/1 (float32, not clipped)."""
+    frame = np.asarray(frame, dtype=np.float32)
+    lo, hi = np.percentile(frame, percentiles)
+    return ((frame - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- sequences
+@dataclass
+class TrainingSequence:
+    """One movie with labels, ready for cropping.
+
+    Attributes:
+        name: where it came from.
+        image: (T, Y, X) float32 normalised frames.
+        seg: (T, Y, X) int32 full instance masks (track ids), 0 elsewhere.
+        track: (T, Y, X) int32 known cell pixels (masks or markers, track ids).
+        ignore: (T, Y, X) bool unknown pixels.
+        parents: {track id: parent id} for tracks that have a parent.
+        starts: {track id: first frame}.
+        seg_frames: frames with full masks (used for segmentation validation).
+    """
+
+    name: str
+    image: np.ndarray
+    seg: np.ndarray
+    track: np.ndarray
+    ignore: np.ndarray
+    parents: dict[int, int] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)
+    seg_frames: list[int] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return self.image.shape[0]
+
+
+def _match_seg_to_markers(seg: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Relabel a SEG mask (Y, X) with the track id of the marker it overlaps most.
+
+    SEG masks that overlap no marker keep a fresh id above every track id (no tracking).
+    """
+    out = np.zeros(seg.shape, np.int32)
+    ids = np.unique(seg)
+    ids = ids[ids > 0]
+    fresh = int(markers.max()) + 100000
+    fg = seg > 0
+    pairs, counts = np.unique(
+        np.stack([seg[fg], markers[fg]]).astype(np.int64), axis=1, return_counts=True
+    )
+    best: dict[int, tuple[int, int]] = {}
+    for (s, m), c in zip(pairs.T, counts, strict=True):
+        if m > 0 and c > best.get(int(s), (0, 0))[1]:
+            best[int(s)] = (int(m), int(c))
+    for s in ids:
+        if int(s) in best:
+            tid = best[int(s)][0]
+        else:
+            fresh += 1
+            tid = fresh
+        out[seg == s] = tid
+    return out
+
+
+def build_labels(
+    tra: np.ndarray, seg: dict[int, np.ndarray], ignore_radius: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], bool]:
+    """Combine TRA markers and sparse SEG masks into seg / track / ignore maps.
+
+    Args:
+        tra: (T, Y, X) tracking markers (track ids).
+        seg: {frame: (Y, X) SEG mask} for the annotated frames.
+        ignore_radius: radius (px) of the unknown region around markers without a mask;
+            default: the median SEG cell radius.
+
+    Returns:
+        seg_lab (T, Y, X) int32, track_lab (T, Y, X) int32, ignore (T, Y, X) bool, the frames
+        with full masks, and whether the markers are full masks.
+    """
+    t_n = tra.shape[0]
+    sizes = np.concatenate([np.bincount(s.ravel())[1:] for s in seg.values()] or [[]])
+    sizes = sizes[sizes > 0]
+    full = _markers_are_masks(tra, seg)
+    if ignore_radius is None:
+        ignore_radius = float(np.sqrt(np.median(sizes) / np.pi)) if sizes.size else 20.0
+    seg_lab = np.zeros(tra.shape, np.int32)
+    ignore = np.zeros(tra.shape, bool)
+    track_lab = tra.astype(np.int32)
+    seg_frames = []
+    for t in range(t_n):
+        if full:
+            seg_lab[t] = tra[t]
+            seg_frames.append(t)
+            continue
+        if t in seg:
+            seg_lab[t] = _match_seg_to_markers(seg[t], tra[t])
+            seg_frames.append(t)
+            track_lab[t] = np.where(seg_lab[t] > 0, seg_lab[t], tra[t])
+        unknown = (tra[t] > 0) & ~np.isin(tra[t], np.unique(seg_lab[t]))
+        if unknown.any():
+            dist = ndimage.distance_transform_edt(~unknown)
+            ignore[t] = (dist <= ignore_radius) & (seg_lab[t] == 0)
+    return seg_lab, track_lab, ignore, seg_frames, full
+
+
+def _markers_are_masks(tra: np.ndarray, seg: dict[int, np.ndarray]) -> bool:
+    """True if the TRA markers coincide with the SEG masks (IoU of foreground > 0.95)."""
+    if not seg:
+        return False
+    ious = []
+    for t, s in seg.items():
+        a, b = tra[t] > 0, s > 0
+        ious.append((a & b).sum() / max((a | b).sum(), 1))
+    return float(np.mean(ious)) > 0.95
+
+
+def load_ctc_sequence(
+    data_dir: str | Path, seq: str | None = None, percentiles=(1.0, 99.8)
+) -> TrainingSequence:
+    """Load a CTC dataset sequence (``DATA_DIR/01`` + ``DATA_DIR/01_GT``) for training.
+
+    ``data_dir`` may be the dataset folder (then ``seq`` or the first sequence with GT is used)
+    or the sequence folder itself (``.../01``).
+    """
+    from .. import ctc
+
+    data_dir = Path(data_dir)
+    if (data_dir.parent / f"{data_dir.name}_GT").is_dir():
+        seq_dir = data_dir
+    else:
+        cands = (
+            sorted(
+                p for p in data_dir.iterdir() if p.is_dir() and (data_dir / f"{p.name}_GT").is_dir()
+            )
+            if data_dir.is_dir()
+            else []
+        )
+        if seq is not None:
+            cands = [p for p in cands if p.name == seq]
+        if not cands:
+            raise ctc.CTCFormatError(
+                f"{data_dir}: no CTC sequence with ground truth found "
+                "(expected a folder NN with a sibling NN_GT)"
+            )
+        seq_dir = cands[0]
+    movie = ctc.read_movie(seq_dir)
+    gt = ctc.read_ground_truth(seq_dir.parent / f"{seq_dir.name}_GT")
+    if gt.tra.shape != movie.shape:
+        raise ctc.CTCFormatError(
+            f"{seq_dir}: movie shape {movie.shape} differs from ground truth {gt.tra.shape}"
+        )
+    seg_lab, track_lab, ignore, seg_frames, _ = build_labels(gt.tra, gt.seg)
+    image = np.stack([normalize_frame(f, percentiles) for f in movie])
+    return TrainingSequence(
+        name=f"{seq_dir.parent.name}/{seq_dir.name}",
+        image=image,
+        seg=seg_lab,
+        track=track_lab,
+        ignore=ignore,
+        parents={int(r[0]): int(r[3]) for r in gt.lineage if r[3] > 0},
+        starts={int(r[0]): int(r[1]) for r in gt.lineage},
+        seg_frames=seg_frames,
+    )
+
+
+def sequence_from_arrays(
+    name: str,
+    movie: np.ndarray,
+    labels: np.ndarray,
+    lineage: np.ndarray | None = None,
+    annotated_frames: list[int] | None = None,
+    percentiles=(1.0, 99.8),
+) -> TrainingSequence:
+    """Training sequence from arrays (e.g. napari layers): sparse corrections.
+
+    Args:
+        movie: (T, Y, X) frames.
+        labels: (T, Y, X) instance labels; label = track id when ``lineage`` is given.
+        lineage: optional (N, 4) lineage; without it, equal labels in consecutive frames are
+            taken as the same cell (as napari Labels edited by hand usually are).
+        annotated_frames: frames whose labels are complete; other frames are ignored
+            entirely. Default: frames with at least one label.
+    """
+    movie = np.asarray(movie)
+    labels = np.asarray(labels).astype(np.int32)
+    if movie.ndim == 2:
+        movie, labels = movie[None], labels[None]
+    if movie.shape != labels.shape:
+        raise ValueError(f"image {movie.shape} and labels {labels.shape} differ in shape")
+    if annotated_frames is None:
+        annotated_frames = [t for t in range(len(labels)) if labels[t].any()]
+    ann = np.zeros(len(labels), bool)
+    ann[list(annotated_frames)] = True
+    ignore = np.broadcast_to(~ann[:, None, None], labels.shape).copy()
+    seg = np.where(ann[:, None, None], labels, 0).astype(np.int32)
+    parents, starts = {}, {}
+    if lineage is not None and len(lineage):
+        parents = {int(r[0]): int(r[3]) for r in lineage if r[3] > 0}
+        starts = {int(r[0]): int(r[1]) for r in lineage}
+    image = np.stack([normalize_frame(f, percentiles) for f in movie])
+    return TrainingSequence(
+        name, image, seg, seg.copy(), ignore, parents, starts, list(np.flatnonzero(ann))
+    )
+
+
+# --------------------------------------------------------------------------- medoids
+def medoid(coords: np.ndarray, n_candidates: int = 64, max_points: int = 4000) -> np.ndarray:
+    """Medoid of a point set (n, 2) without an n x n matrix.
+
+    Candidates are the ``n_candidates`` points closest to the centroid (the medoid lies near
+    it); each is scored by its summed distance to (a fixed subsample of at most ``max_points``
+    of) all points. Exact for sets of up to ``n_candidates`` points.
+    """
+    n = len(coords)
+    if n <= 2:
+        return coords[0].astype(np.float32)
+    pts = coords.astype(np.float32)
+    d0 = ((pts - pts.mean(0)) ** 2).sum(1)
+    k = min(n_candidates, n)
+    cand = pts[np.argpartition(d0, k - 1)[:k]]
+    ref = pts if n <= max_points else pts[:: int(np.ceil(n / max_points))]
+    cost = np.sqrt(((cand[:, None] - ref[None]) ** 2).sum(-1)).sum(1)
+    return cand[np.argmin(cost)]
+
+
+def instance_medoids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Medoids (len(ids), 2) in pixel coordinates (y, x) of the given label ids."""
+    out = np.zeros((len(ids), 2), np.float32)
+    if len(ids) == 0:
+        return out
+    slices = ndimage.find_objects(labels, max_label=int(ids.max()))
+    for i, lab in enumerate(ids):
+        sl = slices[lab - 1]
+        yy, xx = np.nonzero(labels[sl] == lab)
+        out[i] = medoid(np.stack([yy + sl[0].start, xx + sl[1].start], 1))
+    return out
+
+
+# --------------------------------------------------------------------------- augmentation
+@dataclass
+class AugmentConfig:
+    """Augmentation strengths (probabilities and ranges)."""
+
+    flip_rot: bool = True
+    scale_range: tuple[float, float] = (0.75, 1.33)
+    p_scale: float = 0.5
+    p_shift: float = 0.3
+    max_shift: int = 24
+    p_contrast: float = 0.75
+    contrast_range: tuple[float, float] = (0.08, 1.0)
+    noise_range: tuple[float, float] = (0.0, 0.12)
+    p_gain_field: float = 0.5
+    p_gamma: float = 0.4
+    p_blur: float = 0.3
+    p_clahe: float = 0.1
+    foreground_bias: float = 0.8
+
+
+def _extract(arr: np.ndarray, y0: int, x0: int, h: int, w: int, fill) -> np.ndarray:
+    """Window (h, w) at (y0, x0) of a 2D array, filled with ``fill`` outside it."""
+    out = np.full((h, w), fill, dtype=arr.dtype)
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + h, arr.shape[0]), min(x0 + w, arr.shape[1])
+    if yb > ya and xb > xa:
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = arr[ya:yb, xa:xb]
+    return out
+
+
+def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+    mode = "nearest" if nearest else "bilinear"
+    kw = {} if nearest else {"align_corners": False}
+    r = F.interpolate(t, size=(size, size), mode=mode, **kw)[0, 0].numpy()
+    return r.astype(arr.dtype) if nearest else r
+
+
+def _intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, params: dict):
+    """Apply intensity augmentation with shared ``params`` (drawn once per pair)."""
+    img = img.copy()
+    if "gain" in params:
+        img = img * params["gain"]
+    if "contrast" in params:
+        bg = np.percentile(img, 20)
+        img = bg + (img - bg) * params["contrast"]
+    if "gamma" in params:
+        img = np.clip(img, 0, None) ** params["gamma"]
+    if "blur" in params:
+        img = ndimage.gaussian_filter(img, params["blur"])
+    if "noise" in params:
+        img = img + rng.normal(0, params["noise"], img.shape).astype(np.float32)
+    if "contrast" in params or "gamma" in params or "gain" in params:
+        lo, hi = np.percentile(img, (1.0, 99.8))
+        img = (img - lo) / max(float(hi - lo), 1e-3)
+    if "clahe" in params:
+        from skimage.exposure import equalize_adapthist
+
+        img = equalize_adapthist(np.clip(img, 0, 1), clip_limit=0.01).astype(np.float32)
+    return img.astype(np.float32)
+
+
+def _draw_intensity(rng: np.random.Generator, cfg: AugmentConfig, size: int) -> dict:
+    p: dict = {}
+    if rng.random() < cfg.p_gain_field:
+        coarse = rng.uniform(0.25, 1.5, (4, 4)).astype(np.float32)
+        p["gain"] = _resize(coarse, size, nearest=False)
+        p["gain"] = ndimage.gaussian_filter(p["gain"], size / 8)
+    if rng.random() < cfg.p_contrast:
+        p["contrast"] = float(rng.uniform(*cfg.contrast_range))
+        p["noise"] = float(rng.uniform(*cfg.noise_range))
+    if rng.random() < cfg.p_gamma:
+        p["gamma"] = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
+    if rng.random() < cfg.p_blur:
+        p["blur"] = float(rng.uniform(0.5, 2.0))
+    if rng.random() < cfg.p_clahe:
+        p["clahe"] = True
+    return p
+
+
+# --------------------------------------------------------------------------- pair sampler
+class PairSampler:
+    """Random augmented crops of frame pairs (t-1, t) from training sequences.
+
+    Args:
+        sequences: the training sequences.
+        frames: per sequence, the frames t usable as the later frame of a pair (t >= 1).
+        crop_size: crop edge in pixels.
+        augment: augmentation config, or None for plain crops.
+        seed: random seed.
+    """
+
+    def __init__(
+        self,
+        sequences: list[TrainingSequence],
+        frames: list[list[int]],
+        crop_size: int = 256,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ):
+        self.sequences = sequences
+        self.pairs = [(i, t) for i, fr in enumerate(frames) for t in fr if t >= 1]
+        if not self.pairs:
+            raise ValueError("no training pairs: every sequence needs at least two frames")
+        # pairs whose frame t has full masks are drawn three times as often
+        w = np.array([3.0 if t in set(sequences[i].seg_frames) else 1.0 for i, t in self.pairs])
+        self.weights = w / w.sum()
+        self.crop = crop_size
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self) -> dict[str, np.ndarray]:
+        """One augmented pair as numpy arrays (see :func:`collate`)."""
+        rng, cfg, crop = self.rng, self.augment, self.crop
+        i, t = self.pairs[rng.choice(len(self.pairs), p=self.weights)]
+        s = self.sequences[i]
+        size = crop
+        if cfg and rng.random() < cfg.p_scale:
+            size = round(crop / rng.uniform(*cfg.scale_range))
+        h, w = s.image.shape[1:]
+        fgy, fgx = None, None
+        if rng.random() < (cfg.foreground_bias if cfg else 0.5):
+            ys, xs = np.nonzero(s.track[t][::4, ::4])
+            if len(ys):
+                k = rng.integers(len(ys))
+                fgy, fgx = ys[k] * 4, xs[k] * 4
+        if fgy is None:
+            y0 = int(rng.integers(min(0, h - size), max(h - size, 0) + 1))
+            x0 = int(rng.integers(min(0, w - size), max(w - size, 0) + 1))
+        else:
+            y0 = int(fgy - rng.integers(size // 4, 3 * size // 4 + 1))
+            x0 = int(fgx - rng.integers(size // 4, 3 * size // 4 + 1))
+            y0 = int(np.clip(y0, min(0, h - size), max(h - size, 0)))
+            x0 = int(np.clip(x0, min(0, w - size), max(w - size, 0)))
+        dy = dx = 0
+        if cfg and rng.random() < cfg.p_shift:
+            dy, dx = (int(v) for v in rng.integers(-cfg.max_shift, cfg.max_shift + 1, 2))
+        out: dict[str, list[np.ndarray]] = {"image": [], "seg": [], "track": [], "ignore": []}
+        for tt, oy, ox in ((t - 1, y0 + dy, x0 + dx), (t, y0, x0)):
+            img = _extract(s.image[tt], oy, ox, size, size, 0.0)
+            seg = _extract(s.seg[tt], oy, ox, size, size, 0)
+            trk = _extract(s.track[tt], oy, ox, size, size, 0)
+            ign = _extract(s.ignore[tt], oy, ox, size, size, True)
+            if size != crop:
+                img = _resize(img, crop, False)
+                seg, trk = _resize(seg, crop, True), _resize(trk, crop, True)
+                ign = _resize(ign.astype(np.uint8), crop, True).astype(bool)
+            out["image"].append(img)
+            out["seg"].append(seg)
+            out["track"].append(trk)
+            out["ignore"].append(ign)
+        arrs = {k: np.stack(v) for k, v in out.items()}  # (2, crop, crop), [t-1, t]
+        if cfg and cfg.flip_rot:
+            k = int(rng.integers(4))
+            flip = bool(rng.integers(2))
+            for key in arrs:
+                a = np.rot90(arrs[key], k, axes=(1, 2))
+                arrs[key] = np.ascontiguousarray(a[:, :, ::-1] if flip else a)
+        if cfg:
+            params = _draw_intensity(rng, cfg, crop)
+            arrs["image"] = np.stack([_intensity(im, rng, cfg, params) for im in arrs["image"]])
+        return make_targets(arrs, s, t)
+
+
+def make_targets(arrs: dict[str, np.ndarray], s: TrainingSequence, t: int) -> dict:
+    """Consecutive instance ids, medoids and tracking targets for one cropped pair."""
+    crop = arrs["image"].shape[-1]
+    labels = np.zeros((2, crop, crop), np.int64)
+    centres = np.zeros((2, MAX_INSTANCES, 2), np.float32)
+    n_inst = np.zeros(2, np.int64)
+    ignore = arrs["ignore"].copy()
+    for k in range(2):
+        ids, counts = np.unique(arrs["seg"][k], return_counts=True)
+        keep = (ids > 0) & (counts >= MIN_CROP_PIXELS)
+        small = ids[(ids > 0) & ~keep]
+        if small.size:
+            ignore[k] |= np.isin(arrs["seg"][k], small)
+        ids = ids[keep][:MAX_INSTANCES]
+        lut = np.zeros(int(arrs["seg"][k].max()) + 1, np.int64)
+        lut[ids] = np.arange(1, len(ids) + 1)
+        labels[k] = lut[arrs["seg"][k]]
+        over = (arrs["seg"][k] > 0) & (labels[k] == 0)
+        ignore[k] |= over & ~np.isin(arrs["seg"][k], small)
+        n_inst[k] = len(ids)
+        centres[k, : len(ids)] = instance_medoids(
+            labels[k].astype(np.int32), np.arange(1, len(ids) + 1)
+        )
+    # tracking: cells at t (masks or markers) whose predecessor is in the t-1 crop
+    prev, cur = arrs["track"][0], arrs["track"][1]
+    prev_ids, prev_counts = np.unique(prev, return_counts=True)
+    prev_ok = set(prev_ids[(prev_ids > 0) & (prev_counts >= MIN_CROP_PIXELS)].tolist())
+    cur_ids, cur_counts = np.unique(cur, return_counts=True)
+    track_labels = np.zeros((crop, crop), np.int64)
+    track_centres = np.zeros((MAX_INSTANCES, 2), np.float32)
+    n_track = 0
+    targets, sources = [], []
+    for cid, cnt in zip(cur_ids, cur_counts, strict=True):
+        if cid == 0 or cnt < MIN_CROP_PIXELS or n_track >= MAX_INSTANCES:
+            continue
+        pred = int(cid)
+        if pred not in prev_ok and s.starts.get(pred) == t:
+            pred = s.parents.get(pred, 0)
+        if pred not in prev_ok:
+            continue
+        n_track += 1
+        track_labels[cur == cid] = n_track
+        targets.append(pred)
+        sources.append(n_track)
+    if targets:
+        uniq = np.unique(targets)
+        relab = np.zeros(int(prev.max()) + 1, np.int32)
+        relab[uniq] = np.arange(1, len(uniq) + 1)
+        med = instance_medoids(relab[prev], np.arange(1, len(uniq) + 1, dtype=np.int32))
+        pos = {int(u): j for j, u in enumerate(uniq)}
+        for src, tgt in zip(sources, targets, strict=True):
+            track_centres[src - 1] = med[pos[tgt]]
+    return {
+        "image": arrs["image"].astype(np.float32),
+        "labels": labels,
+        "ignore": ignore,
+        "centres": centres,
+        "n_inst": n_inst,
+        "track_labels": track_labels,
+        "track_centres": track_centres,
+        "n_track": np.int64(n_track),
+    }
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch of tensors (B leading)."""
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+
+
+def split_frames(n_frames: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """First (1 - val_fraction) of the frames for training, the rest for validation.
+
+    Returns the frames t usable as the later frame of a training pair and the validation
+    frames (pairs never straddle the split).
+    """
+    n_val = round(n_frames * val_fraction)
+    n_train = n_frames - n_val
+    return list(range(1, n_train)), list(range(n_train, n_frames))

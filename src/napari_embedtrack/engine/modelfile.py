@@ -1,0 +1,228 @@
+"""Model files: safetensors weights + a JSON model card, and the registry of shipped models.
+
+A model is a folder holding ``weights.safetensors`` and ``card.json``. Weights are loaded with
+safetensors (no pickle). The card is the single source of truth for everything inference and
+fine-tuning need: architecture, crop size, grid spacing, normalisation percentiles, minimum
+instance size, clustering defaults, and the provenance of the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .model import ARCHITECTURE, EmbedTrackNet, build_model
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+CARD = "card.json"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+class ModelFileError(ValueError):
+    """A model file or folder that cannot be used (missing, corrupt, wrong architecture)."""
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use and to trust a model.
+
+    Attributes:
+        name: short name (shipped models are named after their dataset).
+        architecture: network architecture id.
+        crop_size: training crop edge (px); also the inference tile size.
+        grid_spacing: pixel size on the normalised coordinate grid (1 / (crop_size - 1)).
+        percentiles: per-frame normalisation percentiles (low, high).
+        min_size: minimum instance size (px): half the 1% percentile of training mask sizes.
+        dropout: encoder dropout used in training.
+        training: provenance: data, steps, epochs, device, seconds, augmentation, labels.
+        validation: validation metrics (e.g. ``{"SEG": 0.8}``) and where they were measured.
+        description: free text for people.
+    """
+
+    name: str = "untrained"
+    architecture: str = ARCHITECTURE
+    crop_size: int = 256
+    grid_spacing: float = 1.0 / 255.0
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    min_size: int = 20
+    dropout: float = 0.3
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "card") -> ModelCard:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("architecture", "crop_size", "grid_spacing") if k not in d]
+        if missing:
+            raise ModelFileError(f"{source}: model card lacks {', '.join(missing)}")
+        kw = {k: v for k, v in d.items() if k in known}
+        if "percentiles" in kw:
+            kw["percentiles"] = tuple(kw["percentiles"])
+        return cls(**kw)
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with its card and where it came from."""
+
+    net: EmbedTrackNet
+    card: ModelCard
+    path: Path | None = None
+
+
+def save_model(
+    out_dir: str | Path, net: EmbedTrackNet, card: ModelCard, half: bool = False
+) -> Path:
+    """Write ``weights.safetensors`` + ``card.json`` into ``out_dir``.
+
+    Each file is written to a temporary name and moved into place, weights first and the
+    card last, so a folder with a card always has complete weights. Other files in
+    ``out_dir`` (checkpoints, history) are left alone.
+
+    Args:
+        half: store float tensors as float16 (they are loaded back as float32).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in net.state_dict().items()
+    }
+    for name, write in (
+        (WEIGHTS, lambda p: save_file(state, str(p), metadata={"architecture": card.architecture})),
+        (CARD, lambda p: p.write_text(json.dumps(card.to_dict(), indent=2) + "\n")),
+    ):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return out_dir
+
+
+def read_card(model_dir: str | Path) -> ModelCard:
+    """Read a model folder's card, with clear errors."""
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        raise ModelFileError(f"{model_dir}: not a model folder (no {CARD})")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path}: model card is not valid JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ModelFileError(f"{path}: model card must be a JSON object")
+    return ModelCard.from_dict(d, str(path))
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a shipped model by name, or a model folder (or its weights file) by path.
+
+    Raises:
+        ModelFileError: unknown name, missing files, corrupt weights, another architecture,
+            missing or unexpected tensors.
+    """
+    model_dir = resolve_model(name_or_path)
+    card = read_card(model_dir)
+    if card.architecture != ARCHITECTURE:
+        raise ModelFileError(
+            f"{model_dir}: architecture {card.architecture!r} is not supported "
+            f"(this version reads {ARCHITECTURE!r})"
+        )
+    wpath = model_dir / WEIGHTS
+    if not wpath.is_file():
+        raise ModelFileError(f"{model_dir}: weights file {WEIGHTS} is missing")
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFileError(f"{wpath}: corrupt or unreadable weights ({err})") from None
+    net = build_model(card.architecture, dropout=card.dropout)
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{wpath}: weights do not fit {card.architecture} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. "
+            f"{(missing or unexpected)[0]})"
+        )
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise ModelFileError(
+                f"{wpath}: tensor {k} has shape {tuple(v.shape)}, expected "
+                f"{tuple(expected[k].shape)}"
+            )
+    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    net.eval().to(device)
+    return LoadedModel(net, card, model_dir)
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """Folder of a shipped model name, a user model name, or a path (folder or weights file)."""
+    p = Path(name_or_path)
+    if p.is_file() and p.name in (WEIGHTS, CARD):
+        return p.parent
+    if p.is_dir():
+        return p
+    for root in (SHIPPED_DIR, user_model_dir()):
+        cand = root / str(name_or_path)
+        if (cand / CARD).is_file():
+            return cand
+    names = ", ".join(m.name for m in list_models()) or "none"
+    raise ModelFileError(
+        f"model {str(name_or_path)!r} not found: give a model folder or one of: {names}"
+    )
+
+
+def user_model_dir() -> Path:
+    """Folder for the user's fine-tuned models (``$EMBEDTRACK_MODELS`` or the user data dir)."""
+    env = os.environ.get("EMBEDTRACK_MODELS")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "napari-embedtrack" / "models"
+
+
+@dataclass
+class ModelInfo:
+    """A model that can be chosen by name."""
+
+    name: str
+    path: Path
+    card: ModelCard
+    shipped: bool
+
+
+def list_models() -> list[ModelInfo]:
+    """Shipped models first, then the user's models; unreadable folders are skipped."""
+    out = []
+    for root, shipped in ((SHIPPED_DIR, True), (user_model_dir(), False)):
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if (d / CARD).is_file():
+                try:
+                    out.append(ModelInfo(d.name, d, read_card(d), shipped))
+                except ModelFileError as err:
+                    log.warning("skipping model %s: %s", d, err)
+    return out

@@ -1,0 +1,350 @@
+"""Training and fine-tuning (paper, section 4.3), as a generator of progress records.
+
+``train(sequences, out_dir, config)`` yields :class:`~.progress.Progress` per step (loss parts,
+learning rate, ETA) and per validation (SEG on the held-out tail of each sequence, plain and
+re-styled), keeps the best model in ``out_dir`` (``weights.safetensors`` + ``card.json``), a
+resumable ``checkpoint.pt`` and ``history.json``, and returns the path of the best model.
+Stopping early (``should_stop()`` true, KeyboardInterrupt, or closing the generator) saves
+a checkpoint first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .cluster import ClusterParams, cluster
+from .losses import LossWeights, embedtrack_loss
+from .metrics import seg_score
+from .model import build_model
+from .modelfile import ModelCard, load_model, save_model
+from .predict import iter_outputs, resolve_device
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (stored in the model card).
+
+    Attributes:
+        steps: optimiser steps; if 0, ``epochs`` x steps per epoch.
+        epochs: epochs when ``steps`` is 0. An epoch draws as many crops as it takes to cover
+            every training pair's frame once.
+        batch_size: pairs per step.
+        crop_size: crop edge (px); also the model's tile size at inference.
+        lr: peak learning rate of the one-cycle schedule (Adam).
+        weight_decay: Adam weight decay.
+        val_fraction: tail fraction of each sequence's frames held out for validation.
+        val_every: validate every this many steps (0: once per epoch).
+        checkpoint_every: save a checkpoint every this many steps.
+        seed: random seed (crops, augmentation, initialisation).
+        device: auto, cpu, cuda or mps.
+        amp: bf16 autocast on CPU / fp16 on CUDA (None: on where supported).
+        dropout: encoder dropout.
+        augment: augmentation settings.
+        loss: loss weights.
+    """
+
+    steps: int = 0
+    epochs: int = 15
+    batch_size: int = 4
+    crop_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    val_every: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    dropout: float = 0.3
+    augment: D.AugmentConfig = field(default_factory=D.AugmentConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _min_size(sequences: list[D.TrainingSequence]) -> int:
+    """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
+    sizes = []
+    for s in sequences:
+        for t in s.seg_frames:
+            c = np.bincount(s.seg[t].ravel())[1:]
+            sizes.append(c[c > 0])
+    allv = np.concatenate(sizes) if sizes else np.zeros(0)
+    return max(int(np.percentile(allv, 1) / 2), 4) if allv.size else 20
+
+
+def _restyle(frames: np.ndarray, seed: int = 1234) -> np.ndarray:
+    """Dim, noisy, unevenly lit copies of normalised frames: a stand-in for a new movie."""
+    rng = np.random.default_rng(seed)
+    cfg = D.AugmentConfig()
+    out = []
+    for f in frames:
+        gain = D._resize(rng.uniform(0.3, 1.2, (4, 4)).astype(np.float32), max(f.shape), False)
+        gain = gain[: f.shape[0], : f.shape[1]]
+        params = {"gain": gain, "contrast": 0.15, "noise": 0.04}
+        out.append(D._intensity(f, rng, cfg, params))
+    return np.stack(out)
+
+
+def validate(
+    net: torch.nn.Module,
+    card: ModelCard,
+    sequences: list[D.TrainingSequence],
+    val_frames: list[list[int]],
+    device: torch.device,
+) -> dict[str, float]:
+    """SEG on the validation frames with full masks, plain and re-styled (no TTA)."""
+    params = ClusterParams(min_size=card.min_size, grid_spacing=card.grid_spacing)
+    result: dict[str, float] = {}
+    for style in ("plain", "restyled"):
+        refs, preds = [], []
+        for s, frames in zip(sequences, val_frames, strict=True):
+            eval_frames = [t for t in frames if t in set(s.seg_frames)]
+            if not eval_frames:
+                continue
+            movie = s.image[eval_frames]
+            if style == "restyled":
+                movie = _restyle(movie)
+            for t, out in zip(
+                eval_frames,
+                iter_outputs(
+                    net,
+                    movie,
+                    grid_spacing=card.grid_spacing,
+                    crop_size=card.crop_size,
+                    percentiles=card.percentiles,
+                    tta=False,
+                    device=device,
+                ),
+                strict=True,
+            ):
+                preds.append(cluster(out.seediness, out.bandwidth, out.offsets, params))
+                refs.append(s.seg[t])
+        if refs:
+            result[f"SEG_{style}"] = seg_score(refs, preds)
+    if result:
+        result["score"] = float(np.mean(list(result.values())))
+    return result
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train(
+    sequences: list[D.TrainingSequence],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    init: str | Path | None = None,
+    resume: bool = False,
+    name: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, Path]:
+    """Train (or fine-tune from ``init``) on training sequences; see the module docstring.
+
+    Args:
+        sequences: training data (see :mod:`.data`).
+        out_dir: model folder to write (best model, checkpoint, history).
+        config: settings; default :class:`TrainConfig`.
+        init: a model name or folder to start from (fine-tuning); its card's crop size,
+            grid spacing and percentiles are kept.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        name: model name for the card (default: the folder name).
+        should_stop: polled every step; when it returns True, a checkpoint is saved and the
+            generator returns.
+
+    Returns:
+        ``out_dir`` (holding the best model).
+    """
+    cfg = config or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    amp = cfg.amp if cfg.amp is not None else device.type in ("cpu", "cuda")
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+
+    if init is not None:
+        base = load_model(init)
+        net = base.net
+        card = dataclasses.replace(base.card)
+        card.training = {"init": str(init), "init_training": base.card.training}
+    else:
+        net = build_model(dropout=cfg.dropout)
+        card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
+    card.name = name or out_dir.name
+    card.dropout = cfg.dropout if init is None else card.dropout
+    card.min_size = _min_size(sequences) if init is None else card.min_size
+    net.to(device).to(memory_format=torch.channels_last)
+
+    train_frames, val_frames = [], []
+    for s in sequences:
+        tr, va = D.split_frames(s.n_frames, cfg.val_fraction)
+        train_frames.append(tr)
+        val_frames.append(va)
+    sampler = D.PairSampler(sequences, train_frames, card.crop_size, cfg.augment, cfg.seed)
+    crops_per_pair = [
+        math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in sequences
+    ]
+    per_epoch = max(
+        1,
+        math.ceil(
+            sum(len(f) * c for f, c in zip(train_frames, crops_per_pair, strict=True))
+            / cfg.batch_size
+        ),
+    )
+    total = cfg.steps or cfg.epochs * per_epoch
+    val_every = cfg.val_every or per_epoch
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    step, best, history, seconds = 0, -1.0, [], 0.0
+    ckpt_path = out_dir / CHECKPOINT
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ck["total"] != total:
+            raise ValueError(
+                f"{ckpt_path}: checkpoint was made for {ck['total']} steps, not {total}; "
+                "resume with the same --steps/--epochs"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, best, seconds = int(ck["step"]), float(ck["best"]), float(ck["seconds"])
+        sampler.rng = np.random.default_rng([cfg.seed, step])
+        torch.manual_seed(cfg.seed + step)
+        if (out_dir / HISTORY).is_file():
+            history = json.loads((out_dir / HISTORY).read_text())["history"]
+
+    card.training.update(
+        {
+            "data": [s.name for s in sequences],
+            "labels": "SEG masks where annotated; TRA markers for tracking; unknown pixels "
+            "around unannotated markers ignored",
+            "config": cfg.to_dict(),
+            "device": str(device),
+            "torch": torch.__version__,
+        }
+    )
+
+    def save_checkpoint() -> None:
+        _atomic_torch_save(
+            {
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "total": total,
+                "best": best,
+                "seconds": seconds,
+            },
+            ckpt_path,
+        )
+        (out_dir / HISTORY).write_text(json.dumps({"history": history}, indent=1))
+
+    def finish_card(metrics: dict) -> None:
+        card.training.update(
+            {
+                "steps": step,
+                "total_steps": total,
+                "epochs": round(step / per_epoch, 2),
+                "seconds": round(seconds, 1),
+            }
+        )
+        card.validation = {
+            **{k: round(v, 4) for k, v in metrics.items()},
+            "frames": f"last {cfg.val_fraction:.0%} of each training sequence",
+            "step": step,
+        }
+
+    log.info("training %d steps (%d per epoch) on %s", total, per_epoch, device)
+    if not any(val_frames) or not any(
+        t in set(s.seg_frames) for s, v in zip(sequences, val_frames, strict=True) for t in v
+    ):
+        log.warning("no validation frames with masks: the last model is kept")
+    t_start = time.perf_counter() - seconds
+    running = None
+    try:
+        while step < total:
+            if should_stop is not None and should_stop():
+                save_checkpoint()
+                return out_dir
+            net.train()
+            batch = D.collate([sampler.sample() for _ in range(cfg.batch_size)])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            img = batch["image"].to(memory_format=torch.contiguous_format)
+            prev = img[:, 0:1].contiguous(memory_format=torch.channels_last)
+            cur = img[:, 1:2].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                seg_t, seg_prev, trk = net(cur, prev)
+            loss, parts = embedtrack_loss(seg_t, seg_prev, trk, batch, card.grid_spacing, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            step += 1
+            seconds = time.perf_counter() - t_start
+            lv = float(loss)
+            running = lv if running is None else 0.95 * running + 0.05 * lv
+            eta = seconds / step * (total - step) if step else 0.0
+            info = {
+                "loss": lv,
+                "smoothed_loss": running,
+                "lr": sched.get_last_lr()[0],
+                "eta": eta,
+                **parts,
+            }
+            yield Progress(step, total, f"step {step}/{total} loss {running:.3f}", info)
+            is_val = step % val_every == 0 or step == total
+            if is_val:
+                metrics = validate(net, card, sequences, val_frames, device)
+                history.append(
+                    {"step": step, "seconds": round(seconds, 1), "loss": running, **metrics}
+                )
+                score = metrics.get("score", -step)  # no validation: keep the last model
+                if score > best:
+                    best = score
+                    finish_card(metrics)
+                    save_model(out_dir, net, card)
+                yield Progress(
+                    step,
+                    total,
+                    "validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
+                    {"validation": metrics},
+                )
+            if is_val or step % cfg.checkpoint_every == 0:
+                save_checkpoint()
+    except (KeyboardInterrupt, GeneratorExit):
+        save_checkpoint()
+        raise
+    return out_dir
