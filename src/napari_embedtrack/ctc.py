@@ -1,0 +1,1275 @@
+"""Cell Tracking Challenge (CTC) input/output, lineage helpers and evaluation.
+
+Everything here works on plain numpy arrays (see ``docs/architecture.md``):
+
+- movies ``(T, Y, X)``, instance/track label movies ``(T, Y, X)`` (0 = background, label =
+  track id),
+- lineages ``(N, 4)`` int64 with rows ``[track_id, start, end, parent]`` exactly as in CTC
+  ``man_track.txt`` / ``res_track.txt`` (inclusive frame indices, ``parent = 0``: none),
+- napari Tracks ``data (M, 4)`` float rows ``[track_id, t, y, x]`` plus ``graph`` and
+  ``properties``.
+
+CTC layout::
+
+    <seq>/tNNN.tif                        raw frames (t000.tif, t001.tif, ...)
+    <seq>_GT/TRA/man_trackNNN.tif         tracking markers, every frame, label = track id
+    <seq>_GT/TRA/man_track.txt            lines "L B E P"
+    <seq>_GT/SEG/man_segNNN.tif           instance masks for some frames (labels arbitrary)
+    <seq>_RES/maskNNN.tif                 results: uint16 masks, label = track id, every frame
+    <seq>_RES/res_track.txt               lines "L B E P"
+
+Rules this module applies (documented choices):
+
+- Frame numbering of ``tNNN.tif`` / ``man_trackNNN.tif`` / ``maskNNN.tif`` must run 0, 1, ...,
+  T-1 without gaps: array index == frame number == the frame index used in lineages, and the
+  CTC evaluator pairs masks by position. A gap is a :class:`CTCFormatError` naming the first
+  missing file. ``man_segNNN.tif`` is sparse by design (any subset of frames).
+- A track is a contiguous time range. When labels contain an id with a time gap,
+  :func:`consistent_tracks` (used by :func:`write_results`) keeps the id for the first
+  contiguous piece and gives every later piece a fresh id (``max id + 1, ...``) whose parent is
+  the previous piece: a single-child parent link across the gap, which is how CTC expresses
+  "the same cell, lost for some frames" (the CTC ground truth itself contains single-child
+  links, e.g. Fluo-N2DH-SIM+ 01). Children of the split track get the *last* piece as parent.
+- Lineage entries always follow the masks: start/end are recomputed, tracks absent from the
+  masks are dropped (their children get parent 0), label ids missing from the lineage become
+  parentless tracks, and a parent link whose parent does not end before the child starts is
+  dropped (parent 0) with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+__all__ = [
+    "CTCFormatError",
+    "GroundTruth",
+    "consistent_tracks",
+    "evaluate",
+    "frame_digits",
+    "lineage_from_labels",
+    "lineage_to_tracks",
+    "read_ground_truth",
+    "read_lineage",
+    "read_movie",
+    "read_results",
+    "tracks_to_lineage",
+    "write_ground_truth",
+    "write_lineage",
+    "write_results",
+]
+
+_FRAME_RE = re.compile(r"^t(\d+)\.tiff?$")
+_MASK_RE = re.compile(r"^mask(\d+)\.tif$")
+_TRA_RE = re.compile(r"^man_track(\d+)\.tif$")
+_SEG_RE = re.compile(r"^man_seg(\d+)\.tif$")
+
+MAX_LABEL = 65535  # CTC masks are 16-bit
+_BINCOUNT_LIMIT = 1 << 22  # use np.bincount for label values below this, np.unique above
+
+
+class CTCFormatError(ValueError):
+    """A file or folder does not follow the Cell Tracking Challenge layout.
+
+    The message is one line naming the file and saying what was expected.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_lineage() -> np.ndarray:
+    return np.zeros((0, 4), dtype=np.int64)
+
+
+def _numbered_files(
+    folder: Path, pattern: re.Pattern, what: str, contiguous: bool = True
+) -> list[tuple[int, Path]]:
+    """Files of ``folder`` whose names match ``pattern``, sorted by their frame number.
+
+    Parameters
+    ----------
+    folder : Path
+        Folder to list.
+    pattern : re.Pattern
+        Regular expression with one group capturing the frame number.
+    what : str
+        Human-readable name pattern (``"tNNN.tif"``) for error messages.
+    contiguous : bool
+        Require the numbers to be exactly ``0 .. n-1``.
+
+    Returns
+    -------
+    list of (int, Path)
+    """
+    found: dict[int, Path] = {}
+    for entry in folder.iterdir():
+        m = pattern.match(entry.name)
+        if m is None or not entry.is_file():
+            continue
+        n = int(m.group(1))
+        if n in found:
+            raise CTCFormatError(
+                f"{entry}: frame {n} also given by {found[n].name}; expected one {what} per frame"
+            )
+        found[n] = entry
+    if not found:
+        raise CTCFormatError(f"{folder}: no {what} files found")
+    items = sorted(found.items())
+    if contiguous:
+        numbers = np.array([n for n, _ in items])
+        expected = np.arange(len(numbers))
+        bad = np.flatnonzero(numbers != expected)
+        if bad.size:
+            missing = int(expected[bad[0]])
+            name = what.replace("NNN", f"{missing:0{_digits_of(items[0][1].name)}d}")
+            raise CTCFormatError(
+                f"{folder / name}: missing; expected frames numbered from 0 without gaps "
+                f"(found {len(items)} files, {items[0][1].name} .. {items[-1][1].name})"
+            )
+    return items
+
+
+def _digits_of(name: str) -> int:
+    m = re.search(r"(\d+)\.tiff?$", name)
+    return len(m.group(1)) if m else 3
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    """Read the first series of a TIFF file; return ``(array, axes)``."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return series.asarray(), series.axes
+    except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, ...)
+        hint = ""
+        if "imagecodecs" in str(exc):
+            hint = " (install the 'imagecodecs' package to read compressed TIFFs)"
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CTCFormatError(f"{path}: cannot read as TIFF: {msg}{hint}") from exc
+
+
+def _is_rgb(arr: np.ndarray, axes: str) -> bool:
+    return "S" in axes or (arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4)
+
+
+def _as_2d_frame(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Check a frame read from ``path`` is a single-channel 2D image (Y, X)."""
+    if _is_rgb(arr, axes):
+        raise CTCFormatError(
+            f"{path}: RGB/multi-channel image of shape {arr.shape}; expected a "
+            "single-channel 2D frame"
+        )
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise CTCFormatError(
+            f"{path}: image of shape {arr.shape} (axes {axes}); expected a 2D frame (Y, X)"
+        )
+    return arr
+
+
+def _stack_frames(files: Sequence[Path], integer: bool = False) -> np.ndarray:
+    """Read 2D frames and stack them to (T, Y, X); check shapes (and integer dtype)."""
+    frames: list[np.ndarray] = []
+    for path in files:
+        arr, axes = _read_tiff(path)
+        arr = _as_2d_frame(arr, axes, path)
+        if frames and arr.shape != frames[0].shape:
+            raise CTCFormatError(
+                f"{path}: frame shape {arr.shape} differs from {files[0].name} "
+                f"{frames[0].shape}; expected all frames the same size"
+            )
+        if integer:
+            _check_mask_values(arr, path)
+        frames.append(arr)
+    return np.stack(frames)
+
+
+def _check_mask_values(arr: np.ndarray, path: Path | str) -> None:
+    if arr.dtype.kind not in "ui":
+        raise CTCFormatError(f"{path}: mask of dtype {arr.dtype}; expected integer labels")
+    if arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL):
+        raise CTCFormatError(
+            f"{path}: label values in [{arr.min()}, {arr.max()}]; expected 0..{MAX_LABEL}"
+        )
+
+
+def _present_ids(frame: np.ndarray) -> np.ndarray:
+    """Sorted non-zero label ids present in one frame, int64."""
+    ids, _ = _label_counts(frame)
+    return ids
+
+
+def _label_counts(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero label ids of a frame (sorted, int64) and their pixel counts (int64)."""
+    flat = frame.ravel()
+    if flat.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    top = int(flat.max())
+    if top <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if top < _BINCOUNT_LIMIT and int(flat.min()) >= 0:
+        counts = np.bincount(flat)
+        ids = np.flatnonzero(counts)
+        ids = ids[ids > 0]
+        return ids.astype(np.int64), counts[ids].astype(np.int64)
+    ids, counts = np.unique(flat, return_counts=True)
+    keep = ids > 0
+    return ids[keep].astype(np.int64), counts[keep].astype(np.int64)
+
+
+def _label_centroids(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids (int64), centroids (K, 2) float64 [y, x] and areas (int64) of a 2D label frame.
+
+    One pass of ``np.bincount`` per coordinate (no per-label loop).
+    """
+    flat = frame.ravel()
+    if flat.size == 0 or int(flat.max()) <= 0:
+        return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64)
+    fg = np.flatnonzero(flat > 0)
+    values = flat[fg]
+    ids, inverse = np.unique(values, return_inverse=True)
+    counts = np.bincount(inverse, minlength=ids.size)
+    yy, xx = np.divmod(fg, frame.shape[1])
+    cy = np.bincount(inverse, weights=yy, minlength=ids.size) / counts
+    cx = np.bincount(inverse, weights=xx, minlength=ids.size) / counts
+    return ids.astype(np.int64), np.stack([cy, cx], axis=1), counts.astype(np.int64)
+
+
+def _as_label_movie(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    """Validate a label movie argument: (T, Y, X) or (Y, X) non-negative integers <= 65535."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.ndim != 3:
+        raise ValueError(f"{name}: shape {labels.shape}; expected (T, Y, X) or (Y, X)")
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"{name}: dtype {labels.dtype}; expected integer labels")
+    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
+        raise ValueError(f"{name}: negative label values; expected 0 (background) or ids > 0")
+    if labels.size and labels.max() > MAX_LABEL:
+        raise ValueError(
+            f"{name}: label values up to {labels.max()}; CTC masks are 16-bit (max {MAX_LABEL})"
+        )
+    return labels
+
+
+def _as_lineage(lineage, name: str = "lineage") -> np.ndarray:
+    """Validate a lineage argument shape and return it as (N, 4) int64."""
+    if lineage is None:
+        return _empty_lineage()
+    arr = np.asarray(lineage)
+    if arr.size == 0:
+        return _empty_lineage()
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{name}: shape {arr.shape}; expected (N, 4) [id, start, end, parent]")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise ValueError(f"{name}: non-integer values; expected integer [id, start, end, parent]")
+    return arr.astype(np.int64)
+
+
+def frame_digits(source: PathLike | int) -> int:
+    """Digit count for CTC frame names (``t000.tif`` -> 3).
+
+    Parameters
+    ----------
+    source : path or int
+        A CTC sequence folder (the width of its ``tNNN.tif`` numbers; also recognises
+        ``maskNNN.tif`` and ``man_trackNNN.tif``), a TIFF stack (its frame count decides), or a
+        number of frames.
+
+    Returns
+    -------
+    int
+        3 for fewer than 1000 frames, otherwise at least 4 (enough for the last index); for a
+        folder the width actually used by its file names.
+    """
+    if isinstance(source, int | np.integer):
+        n = int(source)
+        return 3 if n < 1000 else max(4, len(str(n - 1)))
+    path = Path(source)
+    if not path.exists():
+        raise CTCFormatError(f"{path}: no such file or folder; expected a CTC sequence or TIFF")
+    if path.is_dir():
+        widths = [
+            len(m.group(1))
+            for entry in path.iterdir()
+            for pattern in (_FRAME_RE, _MASK_RE, _TRA_RE)
+            if (m := pattern.match(entry.name))
+        ]
+        if not widths:
+            raise CTCFormatError(f"{path}: no tNNN.tif files found")
+        return max(widths)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape, axes = tif.series[0].shape, tif.series[0].axes
+    except Exception as exc:
+        raise CTCFormatError(f"{path}: cannot read as TIFF: {exc}") from exc
+    n_frames = 1 if len(shape) == 2 or (axes.endswith("S") and len(shape) == 3) else shape[0]
+    return frame_digits(int(n_frames))
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_movie(path: PathLike) -> np.ndarray:
+    """Read a movie as a ``(T, Y, X)`` array.
+
+    Parameters
+    ----------
+    path : path
+        A CTC sequence folder of ``tNNN.tif`` frames (numbered 0..T-1 without gaps), a
+        multi-page TIFF stack ``(T, Y, X)``, or a single 2D TIFF (returned with T = 1). A
+        planar-RGB TIFF ``(3 or 4, Y, X)`` is read as that many frames (tifffile and napari
+        save short grayscale stacks that way); interleaved RGB ``(Y, X, 3)`` is an error.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(T, Y, X)`` in the files' dtype.
+
+    Raises
+    ------
+    CTCFormatError
+        Missing path, folder without ``tNNN.tif``, gaps in the numbering, frames of different
+        shapes, RGB/multi-channel frames, 3D frames, or unreadable files.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CTCFormatError(
+            f"{path}: no such file or folder; expected a CTC sequence folder of tNNN.tif or a "
+            "TIFF file"
+        )
+    if path.is_dir():
+        files = [p for _, p in _numbered_files(path, _FRAME_RE, "tNNN.tif")]
+        movie = _stack_frames(files)
+    else:
+        arr, axes = _read_tiff(path)
+        if axes == "SYX":
+            # tifffile writes any (3|4, Y, X) array as planar RGB by default (napari's TIFF
+            # writer too): far more often a short stack than a colour image
+            log.warning(
+                "%s: planar RGB TIFF of shape %s read as %s frames", path, arr.shape, arr.shape[0]
+            )
+            axes = "QYX"
+        if _is_rgb(arr, axes):
+            raise CTCFormatError(
+                f"{path}: RGB/multi-channel image of shape {arr.shape} (axes {axes}); expected "
+                "single-channel frames"
+            )
+        while arr.ndim > 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise CTCFormatError(
+                f"{path}: image of shape {arr.shape} (axes {axes}); expected a 2D image or a "
+                "(T, Y, X) stack of 2D frames"
+            )
+        movie = arr
+    log.debug("read movie %s: shape %s dtype %s", path, movie.shape, movie.dtype)
+    return movie
+
+
+def read_lineage(path: PathLike) -> np.ndarray:
+    """Read a CTC track file (``man_track.txt`` / ``res_track.txt``).
+
+    Checks the file on its own: four integers per line, unique ids > 0, ``0 <= start <= end``,
+    every parent listed, and every parent ending before its child starts.
+
+    Parameters
+    ----------
+    path : path
+        The text file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` int64 rows ``[id, start, end, parent]``, in file order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CTCFormatError(f"{path}: missing; expected a track file with lines 'L B E P'")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            rows.append([int(x) for x in parts])
+        except ValueError:
+            raise CTCFormatError(
+                f"{path}:{lineno}: {line.strip()!r}; expected four integers 'L B E P'"
+            ) from None
+    lineage = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    _check_lineage_table(lineage, str(path))
+    return lineage
+
+
+def _check_lineage_table(lineage: np.ndarray, where: str, exc=CTCFormatError) -> None:
+    """Self-consistency of a lineage table (no masks involved)."""
+    if lineage.size == 0:
+        return
+    ids, start, end, parent = lineage.T
+    if np.any(ids <= 0):
+        raise exc(f"{where}: track id {ids[ids <= 0][0]}; expected ids > 0")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if np.any(counts > 1):
+        raise exc(f"{where}: track id {uniq[counts > 1][0]} listed twice; expected unique ids")
+    bad = np.flatnonzero((start < 0) | (end < start))
+    if bad.size:
+        raise exc(f"{where}: track {lineage[bad[0]].tolist()}; expected 0 <= start <= end")
+    has_parent = parent != 0
+    known = np.isin(parent, ids)
+    bad = np.flatnonzero(has_parent & ~known)
+    if bad.size:
+        raise exc(
+            f"{where}: track {ids[bad[0]]} has unknown parent {parent[bad[0]]}; expected a "
+            "listed track id or 0"
+        )
+    order = np.argsort(ids)
+    pos = order[np.searchsorted(ids, parent, sorter=order).clip(0, ids.size - 1)]
+    bad = np.flatnonzero(has_parent & (end[pos] >= start))
+    if bad.size:
+        i = bad[0]
+        raise exc(
+            f"{where}: track {ids[i]} starts at frame {start[i]} but its parent {parent[i]} "
+            f"ends at frame {end[pos[i]]}; expected the parent to end before the child starts"
+        )
+
+
+def _check_masks_against_lineage(
+    frame_ids: Sequence[np.ndarray],
+    lineage: np.ndarray,
+    frame_name,
+    track_name: str,
+    require_full: bool,
+    exc=CTCFormatError,
+) -> None:
+    """Check that mask ids and lineage agree.
+
+    Parameters
+    ----------
+    frame_ids : sequence of int64 arrays
+        Ids present in each frame.
+    lineage : (N, 4) int64
+    frame_name : callable
+        ``frame_name(t)`` -> file/argument name for frame t (for messages).
+    track_name : str
+        Name of the track file/argument (for messages).
+    require_full : bool
+        Also require every track to be present in every frame of [start, end] (results must be;
+        for ground truth a missing marker is only logged).
+    """
+    ids = lineage[:, 0]
+    order = np.argsort(ids)
+    present_count = np.zeros(len(ids), dtype=np.int64)
+    for t, fids in enumerate(frame_ids):
+        if fids.size == 0:
+            continue
+        idx = np.searchsorted(ids, fids, sorter=order)
+        idx = order[idx.clip(0, max(ids.size - 1, 0))] if ids.size else idx
+        known = ids[idx] == fids if ids.size else np.zeros(fids.size, bool)
+        if not np.all(known):
+            raise exc(
+                f"{frame_name(t)}: label {fids[~known][0]} is not listed in {track_name}; "
+                "expected every mask label to be a listed track"
+            )
+        outside = (lineage[idx, 1] > t) | (lineage[idx, 2] < t)
+        if np.any(outside):
+            k = idx[np.flatnonzero(outside)[0]]
+            raise exc(
+                f"{frame_name(t)}: label {ids[k]} present in frame {t}, outside its range "
+                f"[{lineage[k, 1]}, {lineage[k, 2]}] in {track_name}"
+            )
+        present_count[idx] += 1
+    expected = lineage[:, 2] - lineage[:, 1] + 1
+    bad = np.flatnonzero(present_count != expected)
+    if bad.size:
+        k = bad[0]
+        msg = (
+            f"{track_name}: track {ids[k]} [{lineage[k, 1]}, {lineage[k, 2]}] is present in "
+            f"only {present_count[k]} of its {expected[k]} frames; expected it in every frame "
+            "of its range"
+        )
+        if require_full:
+            raise exc(msg)
+        log.warning("%s (%s tracks affected)", msg, bad.size)
+
+
+@dataclass
+class GroundTruth:
+    """CTC ground truth of one sequence.
+
+    Attributes
+    ----------
+    tra : numpy.ndarray
+        ``(T, Y, X)`` uint16 tracking markers (label = track id), every frame.
+    seg : dict[int, numpy.ndarray]
+        Sparse segmentation masks ``{frame: (Y, X) uint16}``; labels are per-frame instance
+        ids, unrelated to track ids; on some datasets not every cell is annotated.
+    lineage : numpy.ndarray
+        ``(N, 4)`` int64 ``[id, start, end, parent]`` from ``man_track.txt``.
+    """
+
+    tra: np.ndarray
+    seg: dict[int, np.ndarray] = field(default_factory=dict)
+    lineage: np.ndarray = field(default_factory=_empty_lineage)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.tra.shape[0])
+
+    def select_frames(self, start: int, stop: int) -> GroundTruth:
+        """Ground truth of frames ``start .. stop-1``, renumbered from 0.
+
+        Tracks are clipped to the window (tracks outside it are dropped) and a parent link is
+        kept only when the parent is still in the window.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range (Python slice semantics, no step; negative values count from the end).
+
+        Returns
+        -------
+        GroundTruth
+        """
+        start, stop, _ = slice(start, stop).indices(self.n_frames)
+        if stop <= start:
+            raise ValueError(f"select_frames: empty range [{start}, {stop})")
+        lin = self.lineage.copy()
+        keep = (lin[:, 2] >= start) & (lin[:, 1] < stop)
+        lin = lin[keep]
+        lin[:, 1] = np.maximum(lin[:, 1], start) - start
+        lin[:, 2] = np.minimum(lin[:, 2], stop - 1) - start
+        lin[~np.isin(lin[:, 3], lin[:, 0]), 3] = 0
+        # a parent clipped away at the window start cannot end before its child: drop link
+        ends = dict(zip(lin[:, 0].tolist(), lin[:, 2].tolist(), strict=True))
+        for row in lin:
+            if row[3] and ends[int(row[3])] >= row[1]:
+                row[3] = 0
+        seg = {t - start: m for t, m in self.seg.items() if start <= t < stop}
+        return GroundTruth(tra=self.tra[start:stop], seg=seg, lineage=lin)
+
+    def crop(self, ys: slice, xs: slice) -> GroundTruth:
+        """Spatial crop ``[ys, xs]`` of every frame.
+
+        Markers cut away by the crop can leave gaps in a track (a cell leaving and re-entering
+        the window); :func:`consistent_tracks` turns them into linked pieces and recomputes the
+        lineage, so the result is valid CTC ground truth.
+
+        Parameters
+        ----------
+        ys, xs : slice
+            Row and column ranges.
+
+        Returns
+        -------
+        GroundTruth
+        """
+        tra, lineage = consistent_tracks(self.tra[:, ys, xs], self.lineage)
+        seg = {t: m[ys, xs] for t, m in self.seg.items()}
+        return GroundTruth(tra=tra, seg=seg, lineage=lineage)
+
+
+def read_ground_truth(gt_dir: PathLike) -> GroundTruth:
+    """Read a CTC ground-truth folder (``<seq>_GT``).
+
+    Parameters
+    ----------
+    gt_dir : path
+        Folder holding ``TRA/man_trackNNN.tif`` (every frame), ``TRA/man_track.txt`` and,
+        optionally, ``SEG/man_segNNN.tif`` (any subset of frames).
+
+    Returns
+    -------
+    GroundTruth
+
+    Raises
+    ------
+    CTCFormatError
+        Missing folder or ``man_track.txt``; markers numbered with gaps, of different shapes or
+        not integer; ``man_track.txt`` contradicting the markers (a marker id not listed,
+        present outside its ``[start, end]``, unknown parent, parent ending after its child
+        starts); SEG masks of the wrong shape or for frames beyond the movie.
+    """
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise CTCFormatError(f"{gt_dir}: no such folder; expected a CTC ground-truth folder")
+    tra_dir = gt_dir / "TRA"
+    if not tra_dir.is_dir():
+        raise CTCFormatError(f"{tra_dir}: missing; expected TRA/man_trackNNN.tif markers")
+    track_file = tra_dir / "man_track.txt"
+    lineage = read_lineage(track_file)
+    files = [p for _, p in _numbered_files(tra_dir, _TRA_RE, "man_trackNNN.tif")]
+    tra = _stack_frames(files, integer=True).astype(np.uint16, copy=False)
+    frame_ids = [_present_ids(frame) for frame in tra]
+    _check_masks_against_lineage(
+        frame_ids, lineage, lambda t: files[t], str(track_file), require_full=False
+    )
+    seg: dict[int, np.ndarray] = {}
+    seg_dir = gt_dir / "SEG"
+    if seg_dir.is_dir():
+        for n, path in _numbered_files(seg_dir, _SEG_RE, "man_segNNN.tif", contiguous=False):
+            if n >= tra.shape[0]:
+                raise CTCFormatError(
+                    f"{path}: frame {n} beyond the {tra.shape[0]} TRA frames; expected "
+                    f"0..{tra.shape[0] - 1}"
+                )
+            arr, axes = _read_tiff(path)
+            arr = _as_2d_frame(arr, axes, path)
+            _check_mask_values(arr, path)
+            if arr.shape != tra.shape[1:]:
+                raise CTCFormatError(
+                    f"{path}: shape {arr.shape}; expected the TRA frame shape {tra.shape[1:]}"
+                )
+            seg[n] = arr.astype(np.uint16, copy=False)
+    log.debug(
+        "read ground truth %s: %s frames, %s tracks, %s SEG frames",
+        gt_dir,
+        tra.shape[0],
+        len(lineage),
+        len(seg),
+    )
+    return GroundTruth(tra=tra, seg=seg, lineage=lineage)
+
+
+def read_results(res_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CTC results folder (``maskNNN.tif`` + ``res_track.txt``).
+
+    Parameters
+    ----------
+    res_dir : path
+        The results folder (``<seq>_RES``).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` uint16, label = track id.
+    lineage : numpy.ndarray
+        ``(N, 4)`` int64.
+
+    Raises
+    ------
+    CTCFormatError
+        Missing folder/files, gaps in the mask numbering, and any disagreement between masks
+        and ``res_track.txt`` (the same rules the CTC evaluator applies: every listed track
+        present in every frame of its range and nowhere else).
+    """
+    res_dir = Path(res_dir)
+    if not res_dir.is_dir():
+        raise CTCFormatError(f"{res_dir}: no such folder; expected a CTC results folder")
+    track_file = res_dir / "res_track.txt"
+    lineage = read_lineage(track_file)
+    files = [p for _, p in _numbered_files(res_dir, _MASK_RE, "maskNNN.tif")]
+    labels = _stack_frames(files, integer=True).astype(np.uint16, copy=False)
+    frame_ids = [_present_ids(frame) for frame in labels]
+    _check_masks_against_lineage(
+        frame_ids, lineage, lambda t: files[t], str(track_file), require_full=True
+    )
+    return labels, lineage
+
+
+# --------------------------------------------------------------------------------------------
+# lineage <-> labels
+# --------------------------------------------------------------------------------------------
+
+
+def lineage_from_labels(labels: np.ndarray) -> np.ndarray:
+    """One parentless track per label id, spanning its first to last frame.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` (or ``(Y, X)``) integer labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` int64 ``[id, first frame, last frame, 0]`` sorted by id. An id with a time
+        gap is *not* split here (its row spans the gap); :func:`consistent_tracks` /
+        :func:`write_results` split it, because that needs new label ids in the masks.
+    """
+    labels = _as_label_movie(labels)
+    ids_all, ts_all = _presence(labels)
+    if ids_all.size == 0:
+        return _empty_lineage()
+    ids, first_idx = np.unique(ids_all, return_index=True)
+    # _presence is sorted by (id, t): first occurrence = start, last occurrence = end
+    last_idx = np.r_[first_idx[1:], ids_all.size] - 1
+    lineage = np.stack([ids, ts_all[first_idx], ts_all[last_idx], np.zeros_like(ids)], axis=1)
+    return lineage.astype(np.int64)
+
+
+def _presence(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All (id, frame) pairs present in a label movie, sorted by id then frame."""
+    per_frame = [_present_ids(frame) for frame in labels]
+    ids = np.concatenate([np.zeros(0, np.int64), *per_frame])
+    ts = np.concatenate(
+        [np.zeros(0, np.int64)] + [np.full(f.size, t, np.int64) for t, f in enumerate(per_frame)]
+    )
+    order = np.lexsort((ts, ids))
+    return ids[order], ts[order]
+
+
+def consistent_tracks(
+    labels: np.ndarray, lineage: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Make labels and lineage agree exactly, as the CTC format requires.
+
+    Rules:
+
+    - start/end of every track are recomputed from the masks;
+    - an id present in several separate time ranges is split: the first contiguous piece
+      keeps the id, each later piece gets a fresh id (``max id + 1, ...`` in order of id, then
+      time) with the previous piece as its parent (a single-child link across the gap = the
+      same cell lost for some frames, which the CTC TRA measure scores as a valid link);
+    - children of a split track get its last piece as parent;
+    - lineage rows whose id is absent from the masks are dropped, their children get parent 0;
+      mask ids missing from the lineage become tracks without parent;
+    - a parent link whose parent does not end before the child starts is dropped (parent 0),
+      with a warning in the log.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` or ``(Y, X)`` non-negative integer labels (<= 65535), label = track id.
+    lineage : numpy.ndarray, optional
+        ``(N, 4)`` ``[id, start, end, parent]``; only ids and parents are used. None: no
+        parent links.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` uint16 (a new array; relabelled where gaps were split).
+    lineage : numpy.ndarray
+        ``(N, 4)`` int64 sorted by id, consistent with ``labels``.
+
+    Raises
+    ------
+    ValueError
+        Bad argument shapes/dtypes, a track with two lineage rows, or new ids beyond 65535.
+    """
+    labels = _as_label_movie(labels)
+    given = _as_lineage(lineage)
+    if given.size and np.unique(given[:, 0]).size != len(given):
+        raise ValueError("lineage: a track id is listed twice; expected unique ids")
+    out = labels.astype(np.uint16, copy=True)
+    ids_all, ts_all = _presence(labels)
+    if ids_all.size == 0:
+        return out, _empty_lineage()
+
+    # contiguous runs of (id, t)
+    new_run = np.ones(ids_all.size, dtype=bool)
+    new_run[1:] = (ids_all[1:] != ids_all[:-1]) | (ts_all[1:] != ts_all[:-1] + 1)
+    run_first = np.flatnonzero(new_run)
+    run_last = np.r_[run_first[1:], ids_all.size] - 1
+    run_old = ids_all[run_first]
+    run_start, run_end = ts_all[run_first], ts_all[run_last]
+    is_first_piece = np.r_[True, run_old[1:] != run_old[:-1]]
+
+    run_new = run_old.copy()
+    n_extra = int(np.count_nonzero(~is_first_piece))
+    top = int(max(run_old.max(), given[:, 0].max() if given.size else 0))
+    if n_extra:
+        if top + n_extra > MAX_LABEL:
+            raise ValueError(
+                f"labels: splitting {n_extra} time gaps needs ids up to {top + n_extra}; CTC "
+                f"masks are 16-bit (max {MAX_LABEL}); relabel the tracks compactly first"
+            )
+        run_new[~is_first_piece] = top + 1 + np.arange(n_extra)
+        log.info("split %s time gaps into new tracks (ids %s..%s)", n_extra, top + 1, top + n_extra)
+        # relabel later pieces frame by frame with a lookup table
+        later = np.flatnonzero(~is_first_piece)
+        for t in np.unique(np.concatenate([ts_all[run_first[r] : run_last[r] + 1] for r in later])):
+            in_t = later[(run_start[later] <= t) & (run_end[later] >= t)]
+            lut = np.arange(int(out[t].max()) + 1, dtype=np.uint16)
+            lut[run_old[in_t]] = run_new[in_t]
+            out[t] = lut[out[t]]
+
+    parent = np.zeros_like(run_new)
+    parent[~is_first_piece] = run_new[np.flatnonzero(~is_first_piece) - 1]
+    # last piece of each original id: runs are sorted by id then time
+    is_last_piece = np.r_[run_old[1:] != run_old[:-1], True]
+    last_new = dict(
+        zip(run_old[is_last_piece].tolist(), run_new[is_last_piece].tolist(), strict=True)
+    )
+    last_end = dict(
+        zip(run_old[is_last_piece].tolist(), run_end[is_last_piece].tolist(), strict=True)
+    )
+    if given.size:
+        given_parent = dict(zip(given[:, 0].tolist(), given[:, 3].tolist(), strict=True))
+        missing = np.setdiff1d(given[:, 0], run_old)
+        if missing.size:
+            log.info(
+                "dropped %s lineage tracks absent from the masks (e.g. %s)",
+                missing.size,
+                missing[0],
+            )
+        for r in np.flatnonzero(is_first_piece):
+            p = given_parent.get(int(run_old[r]), 0)
+            if p == 0:
+                continue
+            if p not in last_new:
+                log.info(
+                    "track %s: parent %s absent from the masks; parent set to 0", run_new[r], p
+                )
+            elif last_end[p] >= run_start[r]:
+                log.warning(
+                    "track %s starts at frame %s but its parent %s ends at frame %s; "
+                    "parent link dropped",
+                    run_new[r],
+                    run_start[r],
+                    p,
+                    last_end[p],
+                )
+            else:
+                parent[r] = last_new[p]
+    result = np.stack([run_new, run_start, run_end, parent], axis=1).astype(np.int64)
+    result = result[np.argsort(result[:, 0], kind="stable")]
+    return out, result
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise FileExistsError(f"{target}: exists and is not a folder; expected a folder path")
+        if not overwrite and any(target.iterdir()):
+            raise FileExistsError(
+                f"{target}: folder exists and is not empty; pass overwrite=True to replace it"
+            )
+
+
+@contextlib.contextmanager
+def _atomic_folder(target: PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success move it to ``target`` in one rename.
+
+    A failure leaves ``target`` untouched and removes the temporary folder, so a half-written
+    folder never appears under the target name.
+    """
+    target = Path(target)
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = target.parent / f".{target.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _check_target(target, overwrite)
+        old = None
+        if target.exists():
+            if any(target.iterdir()):
+                old = target.parent / f".{target.name}.old-{tag}"
+                os.replace(target, old)
+            else:
+                target.rmdir()
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old, target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_mask(path: Path, frame: np.ndarray) -> None:
+    tifffile.imwrite(
+        path, frame.astype(np.uint16, copy=False), compression="zlib", compressionargs={"level": 1}
+    )
+
+
+def write_lineage(path: PathLike, lineage: np.ndarray) -> None:
+    """Write a lineage as a CTC track file (lines ``L B E P``).
+
+    Parameters
+    ----------
+    path : path
+        Output text file.
+    lineage : numpy.ndarray
+        ``(N, 4)`` integer ``[id, start, end, parent]``.
+    """
+    lineage = _as_lineage(lineage)
+    text = "".join(f"{i} {s} {e} {p}\n" for i, s, e, p in lineage.tolist())
+    Path(path).write_text(text)
+
+
+def _resolve_digits(ndigits: int | None, n_frames: int) -> int:
+    needed = frame_digits(n_frames)
+    if ndigits is None:
+        return needed
+    if len(str(max(n_frames - 1, 0))) > ndigits:
+        raise ValueError(f"ndigits={ndigits} is too small for {n_frames} frames")
+    return int(ndigits)
+
+
+def write_results(
+    res_dir: PathLike,
+    labels: np.ndarray,
+    lineage: np.ndarray | None = None,
+    ndigits: int | None = None,
+    overwrite: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write tracking results in the CTC format (``maskNNN.tif`` + ``res_track.txt``).
+
+    The lineage written always matches the masks (see :func:`consistent_tracks`: time gaps
+    become new tracks linked to the previous piece, start/end recomputed, absent tracks
+    dropped). The folder is written atomically: files go to a temporary sibling folder that is
+    renamed into place at the end.
+
+    Parameters
+    ----------
+    res_dir : path
+        Output folder (e.g. ``.../01_RES``). Created; must not exist or be empty unless
+        ``overwrite`` (then it is replaced as a whole).
+    labels : numpy.ndarray
+        ``(T, Y, X)`` or ``(Y, X)`` integer labels, label = track id (<= 65535).
+    lineage : numpy.ndarray, optional
+        ``(N, 4)`` ``[id, start, end, parent]``; None: every label is a track without parent.
+    ndigits : int, optional
+        Digits of ``NNN`` (use :func:`frame_digits` of the input sequence); default 3, more for
+        1000 frames or more.
+    overwrite : bool
+        Replace an existing non-empty folder.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` uint16 as written.
+    lineage : numpy.ndarray
+        ``(N, 4)`` int64 as written.
+
+    Raises
+    ------
+    FileExistsError
+        ``res_dir`` exists, is not empty and ``overwrite`` is False (or it is a file).
+    ValueError
+        Bad ``labels`` / ``lineage`` / ``ndigits``.
+    """
+    labels, lineage = consistent_tracks(labels, lineage)
+    nd = _resolve_digits(ndigits, labels.shape[0])
+    with _atomic_folder(res_dir, overwrite) as tmp:
+        for t, frame in enumerate(labels):
+            _write_mask(tmp / f"mask{t:0{nd}d}.tif", frame)
+        write_lineage(tmp / "res_track.txt", lineage)
+    log.info("wrote %s frames, %s tracks to %s", labels.shape[0], len(lineage), res_dir)
+    return labels, lineage
+
+
+def write_ground_truth(
+    gt_dir: PathLike,
+    tra: np.ndarray,
+    lineage: np.ndarray,
+    seg: Mapping[int, np.ndarray] | None = None,
+    ndigits: int | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write a CTC ground-truth folder (``TRA/`` and, if given, ``SEG/``), atomically.
+
+    Unlike :func:`write_results` nothing is repaired: ground truth must already be consistent.
+
+    Parameters
+    ----------
+    gt_dir : path
+        Output folder (e.g. ``.../01_GT``).
+    tra : numpy.ndarray
+        ``(T, Y, X)`` integer markers or full masks, label = track id.
+    lineage : numpy.ndarray
+        ``(N, 4)`` ``[id, start, end, parent]`` matching ``tra`` exactly.
+    seg : mapping of int to numpy.ndarray, optional
+        ``{frame: (Y, X) integer instance mask}`` for annotated frames.
+    ndigits : int, optional
+        Digits of ``NNN`` (default 3, more for 1000 frames or more).
+    overwrite : bool
+        Replace an existing non-empty folder.
+
+    Raises
+    ------
+    ValueError
+        Inconsistent arguments (same rules as :func:`read_ground_truth`, naming the argument).
+    FileExistsError
+        ``gt_dir`` exists, is not empty and ``overwrite`` is False.
+    """
+    tra = _as_label_movie(tra, "tra")
+    lineage = _as_lineage(lineage)
+    _check_lineage_table(lineage, "lineage", exc=ValueError)
+    frame_ids = [_present_ids(frame) for frame in tra]
+    _check_masks_against_lineage(
+        frame_ids, lineage, lambda t: f"tra[{t}]", "lineage", require_full=True, exc=ValueError
+    )
+    seg = dict(seg or {})
+    for t, mask in seg.items():
+        if not 0 <= t < tra.shape[0] or np.shape(mask) != tra.shape[1:]:
+            raise ValueError(
+                f"seg[{t}]: frame/shape {np.shape(mask)}; expected frame in 0..{tra.shape[0] - 1}"
+                f" and shape {tra.shape[1:]}"
+            )
+        _as_label_movie(mask, f"seg[{t}]")
+    nd = _resolve_digits(ndigits, tra.shape[0])
+    with _atomic_folder(gt_dir, overwrite) as tmp:
+        (tmp / "TRA").mkdir()
+        for t, frame in enumerate(tra):
+            _write_mask(tmp / "TRA" / f"man_track{t:0{nd}d}.tif", frame)
+        write_lineage(tmp / "TRA" / "man_track.txt", lineage[np.argsort(lineage[:, 0])])
+        if seg:
+            (tmp / "SEG").mkdir()
+            for t, mask in sorted(seg.items()):
+                _write_mask(tmp / "SEG" / f"man_seg{t:0{nd}d}.tif", np.asarray(mask))
+
+
+# --------------------------------------------------------------------------------------------
+# napari Tracks
+# --------------------------------------------------------------------------------------------
+
+
+def lineage_to_tracks(
+    labels: np.ndarray, lineage: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[int, list[int]], dict[str, np.ndarray]]:
+    """Convert a tracked label movie (+ lineage) to napari Tracks layer data.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(T, Y, X)`` integer labels, label = track id.
+    lineage : numpy.ndarray, optional
+        ``(N, 4)`` ``[id, start, end, parent]``; only parents are used (positions and frames
+        come from ``labels``). None: no parent links.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``(M, 4)`` float64 rows ``[track_id, t, y, x]`` (pixel centroid of the label in frame
+        t), sorted by track id then t.
+    graph : dict[int, list[int]]
+        ``{child_id: [parent_id]}`` for parents that are present in ``labels``.
+    properties : dict[str, numpy.ndarray]
+        Per-row 1-D arrays: ``generation`` (int, number of ancestors in the graph),
+        ``track_length`` (int, last - first frame + 1 of the row's track), ``parent`` (int,
+        0 = none), ``root`` (int, id of the track's oldest ancestor) and ``area`` (int, pixels).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.ndim != 3:
+        raise ValueError(f"labels: shape {labels.shape}; expected (T, Y, X)")
+    parts = []
+    for t, frame in enumerate(labels):
+        ids, centroids, areas = _label_centroids(frame)
+        if ids.size:
+            parts.append(
+                np.column_stack([ids, np.full(ids.size, t), centroids, areas]).astype(np.float64)
+            )
+    table = np.concatenate(parts) if parts else np.zeros((0, 5))
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]
+    data, area = table[:, :4], table[:, 4].astype(np.int64)
+    track_ids = data[:, 0].astype(np.int64)
+
+    uniq, first, counts = np.unique(track_ids, return_index=True, return_counts=True)
+    last = first + counts - 1
+    t_first = data[first, 1].astype(np.int64)
+    t_last = data[last, 1].astype(np.int64)
+
+    given = _as_lineage(lineage)
+    present = set(uniq.tolist())
+    graph: dict[int, list[int]] = {}
+    for tid, _s, _e, par in given.tolist():
+        if par and tid in present and par in present:
+            graph[int(tid)] = [int(par)]
+
+    # generation and root by walking up the graph (loop over tracks, not pixels)
+    generation: dict[int, int] = {}
+    root: dict[int, int] = {}
+    for tid in uniq.tolist():
+        chain = [tid]
+        while chain[-1] in graph and chain[-1] not in generation and len(chain) <= len(uniq):
+            chain.append(graph[chain[-1]][0])
+        top = chain[-1]
+        g0 = generation.get(top, 0)
+        r0 = root.get(top, top)
+        for depth, node in enumerate(reversed(chain)):
+            generation.setdefault(node, g0 + depth)
+            root.setdefault(node, r0)
+
+    idx = np.searchsorted(uniq, track_ids)
+    properties = {
+        "generation": np.array([generation[i] for i in uniq.tolist()], np.int64)[idx],
+        "track_length": (t_last - t_first + 1)[idx],
+        "parent": np.array([graph.get(i, [0])[0] for i in uniq.tolist()], np.int64)[idx],
+        "root": np.array([root[i] for i in uniq.tolist()], np.int64)[idx],
+        "area": area,
+    }
+    return data, graph, properties
+
+
+def tracks_to_lineage(
+    data: np.ndarray, graph: Mapping[int, int | Iterable[int]] | None = None
+) -> np.ndarray:
+    """Convert napari Tracks data + graph to a lineage.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(M, 4)`` (or ``(M, 5)`` for 3D) rows ``[track_id, t, ...]``; t must be integer-valued.
+    graph : mapping, optional
+        ``{child_id: parent_id or [parent_id]}``. A parent that is not a track in ``data`` is
+        ignored (parent 0, logged).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` int64 ``[id, first t, last t, parent]`` sorted by id. Time gaps inside a
+        track are not split here (see :func:`consistent_tracks`).
+
+    Raises
+    ------
+    ValueError
+        Bad data shape, non-integer ids/times, or a track with more than one parent (merges
+        cannot be written in the CTC format).
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.size == 0:
+        return _empty_lineage()
+    if data.ndim != 2 or data.shape[1] < 3:
+        raise ValueError(f"data: shape {data.shape}; expected (M, 4) [track_id, t, y, x]")
+    ids_f, ts_f = data[:, 0], data[:, 1]
+    if not (np.all(ids_f == np.round(ids_f)) and np.all(ts_f == np.round(ts_f))):
+        raise ValueError("data: track ids and times must be integer-valued")
+    ids, ts = ids_f.astype(np.int64), ts_f.astype(np.int64)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    start = np.full(uniq.size, np.iinfo(np.int64).max)
+    end = np.full(uniq.size, np.iinfo(np.int64).min)
+    np.minimum.at(start, inverse, ts)
+    np.maximum.at(end, inverse, ts)
+    parent = np.zeros(uniq.size, np.int64)
+    known = set(uniq.tolist())
+    for child, parents in (graph or {}).items():
+        plist = [int(parents)] if np.isscalar(parents) else [int(p) for p in parents]
+        if len(plist) > 1:
+            raise ValueError(
+                f"graph: track {child} has {len(plist)} parents {plist}; CTC lineages allow one"
+            )
+        if not plist or int(child) not in known:
+            continue
+        if plist[0] not in known:
+            log.info("graph: parent %s of track %s has no data; ignored", plist[0], child)
+            continue
+        parent[np.searchsorted(uniq, int(child))] = plist[0]
+    return np.stack([uniq, start, end, parent], axis=1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    gt_dir: PathLike,
+    res_dir: PathLike,
+    metrics: Sequence[str] = ("SEG", "DET", "TRA"),
+    threads: int = 1,
+) -> dict[str, float]:
+    """Score CTC results against ground truth with py-ctcmetrics.
+
+    Parameters
+    ----------
+    gt_dir : path
+        Ground-truth folder (``<seq>_GT`` with ``TRA/`` and, for SEG, ``SEG/``).
+    res_dir : path
+        Results folder (``maskNNN.tif`` + ``res_track.txt``), one mask per GT frame.
+    metrics : sequence of str
+        Metric names understood by py-ctcmetrics (``"SEG"``, ``"DET"``, ``"TRA"``, ``"LNK"``,
+        ``"BC(1)"``, ``"CHOTA"``, ...).
+    threads : int
+        Worker processes for mask matching (0 = all cores). Default 1.
+
+    Returns
+    -------
+    dict[str, float]
+        Every requested metric, plus the numeric by-products py-ctcmetrics reports (e.g.
+        ``AOGM``, ``AOGM_FN``, ``OP_CSB``).
+
+    Raises
+    ------
+    ImportError
+        py-ctcmetrics is not installed (it is part of the ``testing`` extra).
+    CTCFormatError
+        Missing folders/files, different numbers of frames, or results the evaluator rejects
+        as invalid (with its first complaint).
+    """
+    try:
+        from ctc_metrics.metrics import ALL_METRICS
+        from ctc_metrics.scripts.evaluate import evaluate_sequence
+    except ImportError as exc:
+        raise ImportError(
+            "evaluate() needs the 'py-ctcmetrics' package: pip install py-ctcmetrics "
+            "(or napari-embedtrack[testing])"
+        ) from exc
+    gt_dir, res_dir = Path(gt_dir), Path(res_dir)
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in ALL_METRICS and not re.fullmatch(r"BC\(\d+\)", m)]
+    if unknown or not metrics:
+        raise ValueError(f"metrics: unknown {unknown}; expected names from {ALL_METRICS}")
+    track_file = gt_dir / "TRA" / "man_track.txt"
+    if not track_file.is_file():
+        raise CTCFormatError(f"{track_file}: missing; expected a CTC ground-truth folder")
+    if not (res_dir / "res_track.txt").is_file():
+        raise CTCFormatError(f"{res_dir / 'res_track.txt'}: missing; expected CTC results")
+    n_gt = len(_numbered_files(gt_dir / "TRA", _TRA_RE, "man_trackNNN.tif"))
+    n_res = len(_numbered_files(res_dir, _MASK_RE, "maskNNN.tif"))
+    if n_gt != n_res:
+        raise CTCFormatError(f"{res_dir}: {n_res} maskNNN.tif files; expected {n_gt} (as GT)")
+    if "SEG" in metrics and not (gt_dir / "SEG").is_dir():
+        raise CTCFormatError(f"{gt_dir / 'SEG'}: missing; needed for the SEG metric")
+
+    stdout = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout):
+        warnings.simplefilter("always")
+        results = evaluate_sequence(str(res_dir), str(gt_dir), metrics=metrics, threads=threads)
+    log.debug("py-ctcmetrics: %s", stdout.getvalue().strip())
+    complaints = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if results.get("Valid") == 0:
+        first = complaints[0] if complaints else "no details"
+        raise CTCFormatError(f"{res_dir}: results rejected by the CTC evaluator: {first}")
+    for msg in complaints:
+        log.warning("py-ctcmetrics: %s", msg)
+    scores = {
+        key: float(value)
+        for key, value in results.items()
+        if isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    }
+    missing = [m for m in metrics if m not in scores]
+    if missing:
+        raise RuntimeError(f"py-ctcmetrics returned no value for {missing}: {results}")
+    return scores

@@ -1,0 +1,68 @@
+"""Shared fixtures: the CTC data folder (skipped when absent) and small synthetic movies.
+
+The CTC data is looked up in ``$EMBEDTRACK_DATA`` (either the ``data`` folder holding ``ctc/``
+or the ``ctc`` folder itself), else in ``../shared/data/ctc`` next to the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_embedtrack.synthetic import SyntheticMovie, make_movie, write_ctc
+
+#: The CTC datasets of ``shared/data/ctc`` (sequence 01 of each).
+CTC_DATASETS = ("Fluo-N2DH-SIM+", "Fluo-N2DH-GOWT1", "Fluo-C2DL-MSC")
+
+
+def find_ctc_root() -> Path | None:
+    """The folder holding the CTC datasets, or None if it is not available."""
+    env = os.environ.get("EMBEDTRACK_DATA")
+    candidates = []
+    if env:
+        candidates += [Path(env) / "ctc", Path(env)]
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "ctc")
+    for path in candidates:
+        if path.is_dir() and any((path / name).is_dir() for name in CTC_DATASETS):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def ctc_root() -> Path:
+    """Path to ``shared/data/ctc``; skips the test when the data is absent."""
+    root = find_ctc_root()
+    if root is None:
+        pytest.skip("CTC data not found (set EMBEDTRACK_DATA or provide ../shared/data/ctc)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_movie() -> SyntheticMovie:
+    """The default synthetic movie (10 frames of 128x128, >= 1 division); read-only arrays."""
+    movie = make_movie()
+    for arr in (movie.image, movie.labels, movie.lineage):
+        arr.flags.writeable = False
+    return movie
+
+
+@pytest.fixture(scope="session")
+def synthetic_ctc(tmp_path_factory, synthetic_movie) -> Path:
+    """The default synthetic movie written as a CTC dataset: ``root/01`` and ``root/01_GT``.
+
+    Shared by the session: do not write into it (copy it first).
+    """
+    root = tmp_path_factory.mktemp("synthetic_ctc")
+    write_ctc(synthetic_movie, root, seq="01")
+    return root
+
+
+@pytest.fixture
+def small_movie() -> SyntheticMovie:
+    """A tiny fresh movie (6 frames of 64x64, 3 cells, one forced division); writable."""
+    movie = make_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=1, radius=(5.0, 7.0))
+    assert np.any(movie.lineage[:, 3] > 0)
+    return movie
