@@ -66,3 +66,23 @@ def small_movie() -> SyntheticMovie:
     movie = make_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=1, radius=(5.0, 7.0))
     assert np.any(movie.lineage[:, 3] > 0)
     return movie
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised model (crop 64) saved as a model folder, with a card.
+
+    The offset and bandwidth heads are perturbed so that outputs are not trivially zero.
+    """
+    import torch
+
+    from napari_embedtrack.engine.model import build_model
+    from napari_embedtrack.engine.modelfile import ModelCard, save_model
+
+    torch.manual_seed(0)
+    net = build_model().eval()
+    with torch.no_grad():
+        for head in (net.seg_decoder.output_conv, net.track_decoder.output_conv):
+            head.weight.normal_(0, 0.01)
+    card = ModelCard(name="tiny", crop_size=64, grid_spacing=1 / 63, min_size=10)
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", net, card)

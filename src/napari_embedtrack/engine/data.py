@@ -517,3 +517,23 @@ def split_frames(n_frames: int, val_fraction: float) -> tuple[list[int], list[in
     n_val = round(n_frames * val_fraction)
     n_train = n_frames - n_val
     return list(range(1, n_train)), list(range(n_train, n_frames))
+
+
+def keep_frames(seq: TrainingSequence, frames: slice) -> TrainingSequence:
+    """The same sequence restricted to a frame range (e.g. a few annotated frames)."""
+    idx = np.arange(seq.n_frames)[frames]
+    if idx.size == 0:
+        raise ValueError(f"{seq.name}: frame range {frames} selects no frame")
+    lo = int(idx[0])
+    if not np.array_equal(idx, np.arange(lo, lo + idx.size)):
+        raise ValueError(f"{seq.name}: frame range must be contiguous, got {frames}")
+    return TrainingSequence(
+        name=f"{seq.name}[{lo}:{lo + idx.size}]",
+        image=seq.image[idx],
+        seg=seq.seg[idx],
+        track=seq.track[idx],
+        ignore=seq.ignore[idx],
+        parents=seq.parents,
+        starts={k: v - lo for k, v in seq.starts.items()},
+        seg_frames=[t - lo for t in seq.seg_frames if lo <= t < lo + idx.size],
+    )

@@ -61,10 +61,12 @@ def lovasz_hinge_rows(logits: torch.Tensor, labels: torch.Tensor, valid: torch.T
         labels: (M, N) bool, the instance masks.
         valid: (N,) bool pixels that count, or None for all.
     """
+    if valid is not None:
+        # ignored pixels: negative label and lowest error -> sorted last, contribute nothing
+        labels = labels & valid[None]
     signs = labels.float() * 2.0 - 1.0
     errors = 1.0 - logits * signs
     if valid is not None:
-        # ignored pixels: lowest error and negative label -> sorted last, contribute nothing
         errors = torch.where(valid[None], errors, torch.full_like(errors, -1e4))
     errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
     gt_sorted = torch.gather(labels.float(), 1, perm)
@@ -138,7 +140,7 @@ def frame_track_loss(
         track: (2, H, W) tracking offsets at t (grid units).
         bw: (2, H, W) bandwidths at t (used detached, instance mean).
         labels: (H, W) int64 ids 1..M of instances at t that have a predecessor target.
-        ignore: (H, W) bool pixels left out.
+        ignore: (H, W) bool pixels left out (except pixels with a target: ``labels > 0``).
         prev_centres: (M, 2) centre at t-1 of each instance's predecessor (grid units).
         grid: (2, H, W) coordinates.
     """
@@ -159,7 +161,10 @@ def frame_track_loss(
     bw_mean = ((maskf @ bw.reshape(2, n).T) / counts[:, None]).detach()
     e = (grid + track).reshape(2, n)
     d = _gaussian_scores(e, centres, bw_mean)
-    return lovasz_hinge_rows(2.0 * d - 1.0, masks, ~ignore.reshape(n)).mean()
+    # pixels with a tracking target always count, even inside an ignore region (sparse
+    # labels: a marker without a SEG mask lies inside the unknown region around itself)
+    valid = ~ignore.reshape(n) | (lab > 0)
+    return lovasz_hinge_rows(2.0 * d - 1.0, masks, valid).mean()
 
 
 def make_grid(h: int, w: int, spacing: float, device=None) -> torch.Tensor:
@@ -231,9 +236,9 @@ def embedtrack_loss(
         + weights.track * trk
     )
     parts = {
-        "instance": float(inst),
-        "variance": float(var),
-        "seed": float(seed),
-        "track": float(trk),
+        "instance": float(inst.detach()),
+        "variance": float(var.detach()),
+        "seed": float(seed.detach()),
+        "track": float(trk.detach()),
     }
     return total, parts

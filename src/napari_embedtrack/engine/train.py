@@ -82,6 +82,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _fast_mixed_precision(device: torch.device) -> bool:
+    """Whether autocast speeds training up here: CUDA, or a CPU with native bf16 units.
+
+    On CPUs without AVX512-BF16/AMX (e.g. AVX2-only), bf16 autocast was measured 10-50x
+    slower than fp32 (docs/benchmarks.md), so it stays off there.
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private API: assume no
+        return False
+
+
 def _min_size(sequences: list[D.TrainingSequence]) -> int:
     """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
     sizes = []
@@ -189,7 +205,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    amp = cfg.amp if cfg.amp is not None else device.type in ("cpu", "cuda")
+    amp = cfg.amp if cfg.amp is not None else _fast_mixed_precision(device)
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
     if init is not None:
@@ -203,7 +219,8 @@ def train(
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
     card.min_size = _min_size(sequences) if init is None else card.min_size
-    net.to(device).to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
+    net.to(device).to(memory_format=memory_format)
 
     train_frames, val_frames = [], []
     for s in sequences:
@@ -302,8 +319,8 @@ def train(
             batch = D.collate([sampler.sample() for _ in range(cfg.batch_size)])
             batch = {k: v.to(device) for k, v in batch.items()}
             img = batch["image"].to(memory_format=torch.contiguous_format)
-            prev = img[:, 0:1].contiguous(memory_format=torch.channels_last)
-            cur = img[:, 1:2].contiguous(memory_format=torch.channels_last)
+            prev = img[:, 0:1].contiguous(memory_format=memory_format)
+            cur = img[:, 1:2].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 seg_t, seg_prev, trk = net(cur, prev)
             loss, parts = embedtrack_loss(seg_t, seg_prev, trk, batch, card.grid_spacing, cfg.loss)
@@ -314,7 +331,7 @@ def train(
             sched.step()
             step += 1
             seconds = time.perf_counter() - t_start
-            lv = float(loss)
+            lv = float(loss.detach())
             running = lv if running is None else 0.95 * running + 0.05 * lv
             eta = seconds / step * (total - step) if step else 0.0
             info = {

@@ -1,0 +1,355 @@
+"""The ``embedtrack`` command: predict, train, evaluate, models, demo, benchmark.
+
+Every subcommand is a thin layer over the engine; errors in the input end with a one-line
+message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("napari_embedtrack")
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sim_clip"
+
+
+def _frames(text: str | None) -> slice:
+    if not text:
+        return slice(None)
+    try:
+        a, b = text.split(":")
+        return slice(int(a) if a else None, int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--frames must look like START:STOP (e.g. 0:10), got {text!r}"
+        ) from None
+
+
+def _tqdm(total: int, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- predict
+def run_predict(
+    input_path: str | Path,
+    model: str,
+    out: str | Path,
+    *,
+    tta: bool = True,
+    device: str = "auto",
+    frames: slice = slice(None),
+    save_embeddings: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+):
+    """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult."""
+    from . import ctc
+    from .engine.modelfile import load_model
+    from .engine.pipeline import track_movie
+    from .engine.predict import resolve_device, save_outputs
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if save_embeddings is not None and Path(save_embeddings).exists() and not overwrite:
+        raise FileExistsError(f"{save_embeddings} exists; pass --overwrite to replace it")
+    movie = ctc.read_movie(input_path)[frames]
+    if movie.shape[0] == 0:
+        raise ValueError(f"--frames selects no frame of {input_path} ({len(movie)} frames)")
+    ndigits = ctc.frame_digits(input_path)
+    dev = resolve_device(device)
+    loaded = load_model(model, device=dev)
+    gen = track_movie(movie, loaded, tta=tta, device=dev, keep_outputs=save_embeddings is not None)
+    bar = _tqdm(movie.shape[0], "predict", "frame") if progress else None
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if bar is not None and p.done:
+                bar.update(p.done - bar.n)
+                bar.set_postfix(cells=p.info.get("n_cells", 0))
+    finally:
+        if bar is not None:
+            bar.close()
+    ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+    if save_embeddings is not None:
+        save_outputs(save_embeddings, result.outputs)
+    return result
+
+
+# --------------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> Path:
+    from .engine import data as D
+    from .engine.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        steps=args.steps or 0,
+        epochs=args.epochs if args.epochs is not None else 15,
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+    )
+    sequences = [D.load_ctc_sequence(p) for p in args.data]
+    if args.frames is not None:
+        sequences = [D.keep_frames(s, args.frames) for s in sequences]
+    gen = train(sequences, args.out, cfg, init=args.init, resume=args.resume, name=args.name)
+    bar = None
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                out = stop.value
+                break
+            if bar is None:
+                bar = _tqdm(p.total, "train", "step")
+                bar.update(p.done - 1 if "validation" not in p.info else p.done)
+            if "validation" in p.info:
+                bar.write(f"step {p.done}: " + p.message)
+                log.info("step %d: %s", p.done, p.message)
+            else:
+                bar.update(p.done - bar.n)
+                bar.set_postfix(loss=f"{p.info['smoothed_loss']:.3f}", lr=f"{p.info['lr']:.1e}")
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: checkpoint saved in {args.out}; continue with --resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return Path(out)
+
+
+# --------------------------------------------------------------------------- other commands
+def run_models() -> list[dict]:
+    from .engine.modelfile import list_models
+
+    rows = []
+    for m in list_models():
+        val = {k: v for k, v in m.card.validation.items() if isinstance(v, float)}
+        rows.append(
+            {
+                "name": m.name,
+                "kind": "shipped" if m.shipped else "user",
+                "trained on": ", ".join(m.card.training.get("data", [])) or "?",
+                "validation": ", ".join(f"{k} {v:.3f}" for k, v in val.items()) or "-",
+                "path": str(m.path),
+            }
+        )
+    return rows
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Time network outputs, clustering and linking on a synthetic movie."""
+    import torch
+
+    from .engine.cluster import cluster
+    from .engine.link import Linker
+    from .engine.model import build_model
+    from .engine.modelfile import LoadedModel, ModelCard, load_model
+    from .engine.pipeline import default_cluster_params
+    from .engine.predict import iter_outputs, resolve_device
+    from .synthetic import make_movie
+
+    dev = resolve_device(args.device)
+    if args.model:
+        m = load_model(args.model, device=dev)
+    else:
+        torch.manual_seed(0)
+        m = LoadedModel(build_model().eval(), ModelCard(name="random"))
+    movie = make_movie(
+        n_frames=args.frames, shape=(args.size, args.size), n_cells=max(4, args.size // 40), seed=0
+    ).image
+    params = default_cluster_params(m.card)
+    t_net = t_cl = t_ln = 0.0
+    linker = Linker()
+    it = iter_outputs(
+        m.net,
+        movie,
+        grid_spacing=m.card.grid_spacing,
+        crop_size=m.card.crop_size,
+        tta=args.tta,
+        device=dev,
+    )
+    t0 = time.perf_counter()
+    for t, out in enumerate(it):
+        t1 = time.perf_counter()
+        t_net += t1 - t0
+        lab = cluster(out.seediness, out.bandwidth, out.offsets, params)
+        t2 = time.perf_counter()
+        linker.add(lab, out.track_offsets if t else None)
+        t0 = time.perf_counter()
+        t_cl += t2 - t1
+        t_ln += t0 - t2
+    n = args.frames
+    return {
+        "model": m.card.name,
+        "device": str(dev),
+        "frame": [args.size, args.size],
+        "frames": n,
+        "tta": args.tta,
+        "torch_threads": torch.get_num_threads(),
+        "network_s_per_frame": round(t_net / n, 3),
+        "cluster_s_per_frame": round(t_cl / n, 4),
+        "link_s_per_frame": round(t_ln / n, 4),
+    }
+
+
+def run_demo(out: str | Path, overwrite: bool = False) -> dict:
+    """Track the bundled SIM+ clip with the shipped SIM+ model and score it."""
+    from . import ctc
+
+    model = "Fluo-N2DH-SIM+"
+    run_predict(SAMPLE_DIR / "01", model, out, overwrite=overwrite)
+    return ctc.evaluate(SAMPLE_DIR / "01_GT", out)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="embedtrack",
+        description="Segment and track cells in 2D time-lapse microscopy with EmbedTrack.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="segment and track a movie, write CTC results")
+    pr.add_argument("input", help="CTC sequence folder (tNNN.tif) or a TIFF stack")
+    pr.add_argument("--model", required=True, help="shipped model name or model folder")
+    pr.add_argument("--out", required=True, help="results folder (maskNNN.tif + res_track.txt)")
+    pr.add_argument("--no-tta", action="store_true", help="no test-time augmentation (8x faster)")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    pr.add_argument(
+        "--frames",
+        type=_frames,
+        default=None,
+        help="START:STOP frame range (results are numbered from 0)",
+    )
+    pr.add_argument(
+        "--save-embeddings",
+        metavar="FILE",
+        help="also save the network outputs (.npz) for inspection / re-clustering",
+    )
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    pr.add_argument("--gt", metavar="SEQ_GT", help="score the result against this ground truth")
+
+    tr = sub.add_parser("train", help="train or fine-tune a model on CTC data")
+    tr.add_argument("data", nargs="+", help="CTC dataset folders (with NN and NN_GT)")
+    tr.add_argument("--out", required=True, help="model folder to write")
+    g = tr.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default 15)")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps instead of epochs")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--init", help="start from this model (name or folder): fine-tuning")
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    tr.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="tail fraction of each sequence held out for validation",
+    )
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--crop-size", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=5e-4)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--name", help="model name for the card (default: folder name)")
+    tr.add_argument(
+        "--frames",
+        type=_frames,
+        default=None,
+        help="START:STOP: train on this frame range of each sequence only (e.g. "
+        "fine-tuning on a few annotated frames)",
+    )
+
+    ev = sub.add_parser("evaluate", help="score CTC results (SEG, DET, TRA) as JSON")
+    ev.add_argument("--gt", required=True, help="ground truth folder (NN_GT)")
+    ev.add_argument("--res", required=True, help="results folder (NN_RES)")
+
+    sub.add_parser("models", help="list shipped and user models")
+
+    de = sub.add_parser("demo", help="track the bundled SIM+ clip and print SEG/DET/TRA")
+    de.add_argument("--out", default="embedtrack_demo_RES", help="results folder")
+    de.add_argument("--overwrite", action="store_true")
+
+    be = sub.add_parser("benchmark", help="time the network, clustering and linking")
+    be.add_argument("--model", help="model (default: an untrained network)")
+    be.add_argument("--size", type=int, default=512)
+    be.add_argument("--frames", type=int, default=5)
+    be.add_argument("--tta", action="store_true")
+    be.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from .ctc import CTCFormatError
+    from .engine.modelfile import ModelFileError
+
+    try:
+        if args.command == "predict":
+            result = run_predict(
+                args.input,
+                args.model,
+                args.out,
+                tta=not args.no_tta,
+                device=args.device,
+                frames=args.frames or slice(None),
+                save_embeddings=args.save_embeddings,
+                overwrite=args.overwrite,
+            )
+            n_tracks = len(result.lineage)
+            print(
+                f"wrote {result.labels.shape[0]} frames, {n_tracks} tracks to {args.out}",
+                file=sys.stderr,
+            )
+            if args.gt:
+                from .ctc import evaluate
+
+                print(json.dumps(evaluate(args.gt, args.out)))
+        elif args.command == "train":
+            out = run_train(args)
+            print(f"best model written to {out}", file=sys.stderr)
+        elif args.command == "evaluate":
+            from .ctc import evaluate
+
+            print(json.dumps(evaluate(args.gt, args.res)))
+        elif args.command == "models":
+            rows = run_models()
+            if not rows:
+                print("no models found")
+            for r in rows:
+                print(
+                    f"{r['name']:<22} {r['kind']:<8} trained on: {r['trained on']}; "
+                    f"validation: {r['validation']}\n{'':<31}{r['path']}"
+                )
+        elif args.command == "demo":
+            print(json.dumps(run_demo(args.out, args.overwrite)))
+        elif args.command == "benchmark":
+            print(json.dumps(run_benchmark(args), indent=1))
+    except (CTCFormatError, ModelFileError, FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"embedtrack {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

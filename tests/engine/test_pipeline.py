@@ -1,0 +1,104 @@
+"""predict -> cluster -> link for whole movies, and re-tracking from stored outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_embedtrack import ctc
+from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.pipeline import (
+    default_cluster_params,
+    retrack,
+    track_movie,
+)
+from napari_embedtrack.engine.progress import Progress, run
+
+from .oracle import ideal_outputs
+
+
+def test_track_movie_progress_and_shapes(tiny_model_dir, small_movie):
+    steps: list[Progress] = []
+    result = run(track_movie(small_movie.image, str(tiny_model_dir), tta=False), steps.append)
+    t, y, x = small_movie.image.shape
+    assert result.labels.shape == (t, y, x)
+    assert result.complete
+    assert len(result.outputs) == t
+    assert [p.done for p in steps] == list(range(t + 1))
+    assert all(p.total == t for p in steps)
+    # lineage and labels agree: every label id is a track covering that frame
+    for tid, start, end, _parent in result.lineage:
+        present = [int(f) for f in range(t) if np.any(result.labels[f] == tid)]
+        assert present == list(range(start, end + 1))
+
+
+def test_single_frame_is_segmentation_only(tiny_model_dir, small_movie):
+    result = run(track_movie(small_movie.image[0], str(tiny_model_dir), tta=False))
+    assert result.labels.shape == (1, *small_movie.image.shape[1:])
+    assert np.all(result.lineage[:, 3] == 0)
+    assert np.all(result.outputs[0].track_offsets == 0)
+
+
+def test_should_stop_returns_consistent_partial_result(tiny_model_dir, small_movie):
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) >= 2
+
+    result = run(track_movie(small_movie.image, str(tiny_model_dir), tta=False, should_stop=stop))
+    assert not result.complete
+    assert result.labels.shape[0] == 2
+    assert np.all(result.lineage[:, 2] <= 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_pixels_raise(tiny_model_dir, small_movie, bad):
+    movie = small_movie.image.copy()
+    movie[1, 3, 3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        run(track_movie(movie, str(tiny_model_dir), tta=False))
+
+
+def test_empty_and_constant_frames_give_no_cells(tiny_model_dir):
+    movie = np.zeros((3, 40, 50), np.uint16)
+    movie[1] = 7
+    result = run(track_movie(movie, str(tiny_model_dir), tta=False))
+    assert result.labels.shape == (3, 40, 50)
+    assert np.isfinite(result.outputs[1].seediness).all()
+
+
+def test_wrong_shape_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"\(T, Y, X\)"):
+        run(track_movie(np.zeros((2, 3, 20, 20)), str(tiny_model_dir)))
+
+
+def test_retrack_from_ideal_outputs_reproduces_ground_truth(synthetic_movie, tmp_path):
+    card = load_model_card_for_oracle()
+    outputs = ideal_outputs(synthetic_movie.labels, synthetic_movie.lineage, card.grid_spacing)
+    params = default_cluster_params(card, min_size=1)
+    result = run(retrack(outputs, params))
+    gt_dir = tmp_path / "01_GT"
+    ctc.write_ground_truth(
+        gt_dir,
+        synthetic_movie.labels,
+        synthetic_movie.lineage,
+        {t: m for t, m in enumerate(synthetic_movie.labels)},
+    )
+    ctc.write_results(tmp_path / "01_RES", result.labels, result.lineage)
+    scores = ctc.evaluate(gt_dir, tmp_path / "01_RES")
+    assert scores["SEG"] == pytest.approx(1.0)
+    assert scores["TRA"] == pytest.approx(1.0)
+
+
+def load_model_card_for_oracle():
+    from napari_embedtrack.engine.modelfile import ModelCard
+
+    return ModelCard(grid_spacing=1 / 255, min_size=1)
+
+
+def test_model_object_accepted(tiny_model_dir, small_movie):
+    loaded = load_model(tiny_model_dir)
+    a = run(track_movie(small_movie.image[:2], loaded, tta=False))
+    b = run(track_movie(small_movie.image[:2], str(tiny_model_dir), tta=False))
+    np.testing.assert_array_equal(a.labels, b.labels)
