@@ -1,0 +1,561 @@
+"""Network outputs for a movie: normalisation, tiling, test-time augmentation, feature reuse.
+
+:func:`iter_outputs` turns a movie ``(T, Y, X)`` into one :class:`FrameOutput` per frame, in
+pixel units (see docs/architecture.md):
+
+- every frame is normalised on its own with percentiles over the whole frame (:func:`normalize`);
+- the frame is cut into square tiles of the model's crop size with overlap, the same tile
+  positions for every frame; a frame smaller than a tile is reflect-padded, never cropped;
+- each tile is run under the 8 symmetries of the square (test-time augmentation, TTA); the
+  outputs are mapped back, including the vector channels (:func:`tta_transforms`), and averaged;
+- overlapping tiles are blended with a cosine ramp over the overlap that keeps full weight at
+  the image border;
+- the encoder features of frame t (per tile and transform) are kept and reused as the t-1
+  features of the next pair, so a frame costs one encode, one segmentation decode and one
+  tracking decode per tile and transform.
+
+Network offsets are on the normalised grid (pixel i has coordinate ``i * grid_spacing``) and are
+relative vectors, so tile origins need no correction; they become pixels by dividing by the grid
+spacing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import STRIDE
+from .outputs import FrameOutput
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_PERCENTILES",
+    "DihedralTransform",
+    "FrameOutput",
+    "iter_outputs",
+    "load_outputs",
+    "normalize",
+    "outputs_to_arrays",
+    "resolve_device",
+    "save_outputs",
+    "tta_transforms",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PERCENTILES = (1.0, 99.8)
+DEFAULT_OVERLAP = 0.25
+DEFAULT_BATCH_SIZE = 8
+OUTPUT_FIELDS = ("seediness", "bandwidth", "offsets", "track_offsets")
+FILE_FORMAT = "napari-embedtrack-outputs-v1"
+
+
+# --------------------------------------------------------------------------- normalisation
+def normalize(
+    frame: np.ndarray,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    *,
+    frame_index: int | None = None,
+) -> np.ndarray:
+    """Percentile-normalise one frame over its whole area.
+
+    Parameters
+    ----------
+    frame : (Y, X) array of any integer or float dtype.
+    percentiles : (low, high) percentiles mapped to 0 and 1; values beyond are kept (not
+        clipped). If the two percentiles coincide, the frame's min and max are used; a
+        constant frame gives zeros.
+    frame_index : index named in error messages.
+
+    Returns
+    -------
+    (Y, X) float32 array.
+
+    Raises
+    ------
+    ValueError
+        for a non-2-D or non-numeric frame, bad percentiles, or NaN / infinite pixels.
+    """
+    where = "image" if frame_index is None else f"frame {frame_index}"
+    arr = np.asarray(frame)
+    if arr.ndim != 2:
+        raise ValueError(f"{where}: expected a 2-D (Y, X) image, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: expected an integer or float image, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{where}: image is empty (shape {arr.shape})")
+    lo_p, hi_p = (float(p) for p in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    x = arr.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where} contains NaN or infinite pixels; replace them before prediction")
+    lo, hi = np.percentile(x, [lo_p, hi_p])
+    if hi <= lo:
+        lo, hi = x.min(), x.max()
+    if hi <= lo:
+        return np.zeros(arr.shape, np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- device
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``) or ``"mps"`` into a device.
+
+    ``"auto"`` picks CUDA, then MPS, then CPU.
+
+    Raises
+    ------
+    ValueError
+        if the name is unknown or the device is not available in this PyTorch.
+    """
+    if isinstance(name, torch.device):
+        dev = name
+    else:
+        key = str(name).strip().lower()
+        if key == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            return torch.device("mps") if _mps_available() else torch.device("cpu")
+        try:
+            dev = torch.device(key)
+        except RuntimeError:
+            raise ValueError(
+                f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} requested but CUDA is not available to this PyTorch "
+                f"({torch.__version__}); use 'cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist"
+            )
+        return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {name!r} requested but Apple MPS is not available")
+        return dev
+    raise ValueError(f"unsupported device {name!r}; expected 'auto', 'cpu', 'cuda' or 'mps'")
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.float16 if device.type == "mps" else torch.bfloat16
+
+
+# --------------------------------------------------------------------------- TTA
+@dataclass(frozen=True)
+class DihedralTransform:
+    """One of the 8 symmetries of the square: an optional flip along x, then quarter turns.
+
+    A pixel at ``p = (y, x)`` moves to ``p' = A p + b`` with the signed permutation matrix
+    :attr:`matrix` ``A``; a vector (an offset) ``v`` becomes ``A v``; the bandwidths (y, x)
+    swap when ``A`` swaps the axes. The inverses map outputs of the transformed image back to
+    the original frame, vector channels included.
+
+    Attributes
+    ----------
+    rotations : number of quarter turns as in ``torch.rot90(..., dims=(-2, -1))``.
+    flip : flip along x (``x -> W - 1 - x``) before rotating.
+    """
+
+    rotations: int
+    flip: bool
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(2, 2) int array ``A`` acting on (y, x) coordinates and vectors."""
+        turn = np.array([[0, -1], [1, 0]])  # torch.rot90 k=1: (y, x) -> (W - 1 - x, y)
+        mirror = np.diag([1, -1]) if self.flip else np.eye(2, dtype=int)
+        return np.linalg.matrix_power(turn, self.rotations % 4) @ mirror
+
+    @property
+    def swaps_axes(self) -> bool:
+        return self.rotations % 2 == 1
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Transform images (..., H, W) -> (..., H', W')."""
+        x = image.flip(-1) if self.flip else image
+        return torch.rot90(x, self.rotations, dims=(-2, -1))
+
+    def _inverse_spatial(self, t: torch.Tensor) -> torch.Tensor:
+        x = torch.rot90(t, -self.rotations, dims=(-2, -1))
+        return x.flip(-1) if self.flip else x
+
+    def _inverse_vectors(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) vectors (y, x) of the transformed frame -> original: ``A^T v``."""
+        a_t = self.matrix.T
+        parts = []
+        for i in range(2):
+            j = int(np.flatnonzero(a_t[i])[0])
+            parts.append(v[:, j] * float(a_t[i, j]))
+        return torch.stack(parts, 1)
+
+    def inverse_seg(self, seg: torch.Tensor) -> torch.Tensor:
+        """Map (B, 5, H', W') ``[off_y, off_x, bw_y, bw_x, seed]`` back to the original frame."""
+        s = self._inverse_spatial(seg)
+        bw = s[:, 2:4].flip(1) if self.swaps_axes else s[:, 2:4]
+        return torch.cat([self._inverse_vectors(s[:, 0:2]), bw, s[:, 4:5]], 1)
+
+    def inverse_track(self, track: torch.Tensor) -> torch.Tensor:
+        """Map (B, 2, H', W') ``[toff_y, toff_x]`` back to the original frame."""
+        return self._inverse_vectors(self._inverse_spatial(track))
+
+
+def tta_transforms(enabled: bool = True) -> tuple[DihedralTransform, ...]:
+    """The 8 dihedral transforms (identity first), or only the identity if not ``enabled``.
+
+    Rotated inputs keep their shape only for square images, which tiles are.
+    """
+    if not enabled:
+        return (DihedralTransform(0, False),)
+    return tuple(DihedralTransform(k, f) for f in (False, True) for k in range(4))
+
+
+# --------------------------------------------------------------------------- tiling
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start indices of tiles of size ``tile`` covering ``length`` pixels, evenly spread.
+
+    Neighbours overlap by at least ``overlap`` pixels; the last tile ends at ``length``.
+    ``length <= tile`` gives one tile (the caller pads).
+    """
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    n = math.ceil((length - tile) / step) + 1
+    return [i * (length - tile) // (n - 1) for i in range(n)]
+
+
+def blend_weights(starts: list[int], tile: int) -> list[np.ndarray]:
+    """1-D blending weights (tile,) float32 for each tile start along one axis.
+
+    A raised-cosine ramp over the smallest overlap between neighbours on every side that faces
+    another tile; sides at the image border keep weight 1, and no weight is exactly zero.
+    """
+    n = len(starts)
+    ramp_len = tile - max(np.diff(starts), default=tile)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(max(ramp_len, 0)) + 0.5) / max(ramp_len, 1))
+    weights = []
+    for i in range(n):
+        w = np.ones(tile)
+        if ramp_len > 0 and i > 0:
+            w[:ramp_len] *= ramp
+        if ramp_len > 0 and i < n - 1:
+            w[tile - ramp_len :] *= ramp[::-1]
+        weights.append(w.astype(np.float32))
+    return weights
+
+
+class _TiledPredictor:
+    """Tiled, TTA-averaged outputs of one frame after another, reusing encoder features.
+
+    The jobs (tile, transform) are in a fixed order and batched the same way for every frame,
+    so batch ``b`` of frame t-1 holds the features that batch ``b`` of frame t pairs with.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        shape: tuple[int, int],
+        crop_size: int,
+        overlap: float,
+        transforms: tuple[DihedralTransform, ...],
+        device: torch.device,
+        batch_size: int,
+        amp_dtype: torch.dtype | None,
+    ):
+        self.model = model
+        self.shape = shape
+        self.tile = crop_size
+        self.transforms = transforms
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.padded = (max(shape[0], crop_size), max(shape[1], crop_size))
+        extra = [p - s for s, p in zip(shape, self.padded, strict=True)]
+        self.pad = [(e // 2, e - e // 2) for e in extra]  # reflect, centred
+        ov = min(round(overlap * crop_size), crop_size - 1)
+        starts = [tile_starts(p, crop_size, ov) for p in self.padded]
+        weights = [blend_weights(s, crop_size) for s in starts]
+        self.tiles = [(y, x) for y in starts[0] for x in starts[1]]
+        self.tile_weights = [
+            torch.from_numpy(np.outer(wy, wx)).to(device) for wy in weights[0] for wx in weights[1]
+        ]
+        total = torch.zeros(self.padded, device=device)
+        for (y, x), wt in zip(self.tiles, self.tile_weights, strict=True):
+            total[y : y + crop_size, x : x + crop_size] += wt * len(transforms)
+        self.total_weight = total
+        jobs = [(i, j) for i in range(len(self.tiles)) for j in range(len(transforms))]
+        self.batches = [jobs[k : k + batch_size] for k in range(0, len(jobs), batch_size)]
+        self.prev_features: list[torch.Tensor] | None = None
+        log.debug(
+            "frame %s padded to %s: %d tiles of %d px x %d transforms in %d batches",
+            shape, self.padded, len(self.tiles), crop_size, len(transforms), len(self.batches),
+        )  # fmt: skip
+
+    def reset(self) -> None:
+        """Forget the previous frame (the next frame gets zero tracking offsets)."""
+        self.prev_features = None
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Outputs of the next frame of the movie.
+
+        Parameters
+        ----------
+        image : (Y, X) float32 normalised frame.
+
+        Returns
+        -------
+        seg : (5, Y, X) float32 ``[off_y, off_x, bw_y, bw_x, seed]``, grid units.
+        track : (2, Y, X) float32 tracking offsets in grid units, or None for the first frame.
+        """
+        padded = np.pad(image, self.pad, mode="reflect") if any(map(any, self.pad)) else image
+        with torch.inference_mode():
+            frame = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device)
+            seg_acc = torch.zeros((5, *self.padded), device=self.device)
+            track_acc = torch.zeros((2, *self.padded), device=self.device)
+            features = []
+            for b, jobs in enumerate(self.batches):
+                prev = None if self.prev_features is None else self.prev_features[b]
+                feats, seg, track = self._run_batch(frame, jobs, prev)
+                features.append(feats)
+                self._accumulate(seg_acc, seg, jobs, "seg")
+                if track is not None:
+                    self._accumulate(track_acc, track, jobs, "track")
+            has_track = self.prev_features is not None
+            self.prev_features = features
+            (y0, _), (x0, _) = self.pad
+            crop = (slice(None), slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
+            seg_out = (seg_acc / self.total_weight)[crop].cpu().numpy()
+            track_out = (track_acc / self.total_weight)[crop].cpu().numpy() if has_track else None
+        return seg_out, track_out
+
+    def _run_batch(
+        self, frame: torch.Tensor, jobs: list[tuple[int, int]], prev: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        t = self.tile
+        crops = []
+        for i, j in jobs:
+            y, x = self.tiles[i]
+            crops.append(self.transforms[j].forward(frame[y : y + t, x : x + t]))
+        batch = torch.stack(crops)[:, None].contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            feats = self.model.encode(batch)
+            seg = self.model.decode_seg(feats)
+            track = None if prev is None else self.model.decode_track(feats, prev)
+        return feats, seg.float(), None if track is None else track.float()
+
+    def _accumulate(
+        self, acc: torch.Tensor, out: torch.Tensor, jobs: list[tuple[int, int]], kind: str
+    ) -> None:
+        t = self.tile
+        for k, (i, j) in enumerate(jobs):
+            tf = self.transforms[j]
+            one = out[k : k + 1]
+            back = tf.inverse_seg(one) if kind == "seg" else tf.inverse_track(one)
+            y, x = self.tiles[i]
+            acc[:, y : y + t, x : x + t] += back[0] * self.tile_weights[i]
+
+
+# --------------------------------------------------------------------------- main API
+def _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size) -> None:
+    shape = tuple(movie.shape)
+    if movie.ndim not in (2, 3) or 0 in shape:
+        raise ValueError(f"movie must be a non-empty (T, Y, X) or (Y, X) array, got shape {shape}")
+    try:
+        spacing = float(grid_spacing)
+    except (TypeError, ValueError):
+        spacing = float("nan")
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise ValueError(f"grid_spacing must be a positive number, got {grid_spacing!r}")
+    if int(crop_size) != crop_size or crop_size < STRIDE or crop_size % STRIDE:
+        raise ValueError(f"crop_size must be a positive multiple of {STRIDE}, got {crop_size!r}")
+    lo, hi = percentiles
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def iter_outputs(
+    model: nn.Module,
+    movie: np.ndarray,
+    *,
+    grid_spacing: float,
+    crop_size: int,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    tta: bool = True,
+    device: str | torch.device = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    amp: bool | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+) -> Iterator[FrameOutput]:
+    """Network outputs of every frame of a movie, in pixel units, one frame at a time.
+
+    Parameters
+    ----------
+    model : an :class:`~napari_embedtrack.engine.model.EmbedTrackNet` (anything with
+        ``encode`` / ``decode_seg`` / ``decode_track``). It is moved to ``device``, converted
+        to channels-last and put in eval mode while iterating (its train/eval flag is restored
+        when the iterator finishes or is closed).
+    movie : (T, Y, X) or (Y, X) array of any integer or float dtype; frames are read one at a
+        time (``movie[t]``), so memory maps and lazy arrays work.
+    grid_spacing : the model card's grid spacing, ``1 / (training crop size - 1)``.
+    crop_size : tile size in pixels (a multiple of 8), normally the training crop size.
+    percentiles : per-frame normalisation percentiles, see :func:`normalize`.
+    tta : average over the 8 flips / quarter turns (8x the cost).
+    device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``, see :func:`resolve_device`.
+    batch_size : tiles (x transforms) per network call.
+    amp : mixed precision (bf16 autocast; fp16 on MPS and GPUs without bf16). ``None`` (the
+        default) means fp32 on every device: measured on CPU (benchmarks/bench_predict.py),
+        bf16 moved pixel offsets by up to 0.5 px and tracking offsets by up to 0.9 px, the
+        margin at which clustering and linking start to change, and without native bf16 (AVX2)
+        it was 4x slower.
+    overlap : minimum overlap of neighbouring tiles as a fraction of ``crop_size``.
+
+    Yields
+    ------
+    FrameOutput
+        one per frame, in order, float32, frame size; ``track_offsets`` are zeros for frame 0.
+
+    Raises
+    ------
+    ValueError
+        for bad arguments (at call time) and for frames with NaN / infinite pixels (when that
+        frame is reached; the message names the frame index).
+    """
+    if not hasattr(movie, "ndim"):
+        movie = np.asarray(movie)
+    _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size)
+    dev = resolve_device(device)
+    use_amp = bool(amp)  # None: fp32, see the docstring
+    frames = [movie] if movie.ndim == 2 else movie
+    n_frames = 1 if movie.ndim == 2 else movie.shape[0]
+    predictor = _TiledPredictor(
+        model,
+        tuple(movie.shape[-2:]),
+        int(crop_size),
+        float(overlap),
+        tta_transforms(tta),
+        dev,
+        int(batch_size),
+        _amp_dtype(dev) if use_amp else None,
+    )
+    return _iterate(model, frames, n_frames, predictor, float(grid_spacing), percentiles)
+
+
+def _iterate(model, frames, n_frames, predictor, grid_spacing, percentiles):
+    was_training = model.training
+    model.to(predictor.device, memory_format=torch.channels_last).eval()
+    try:
+        for t in range(n_frames):
+            image = normalize(frames[t], percentiles, frame_index=t)
+            seg, track = predictor(image)
+            yield _frame_output(seg, track, grid_spacing)
+    finally:
+        predictor.reset()
+        model.train(was_training)
+
+
+def _frame_output(seg: np.ndarray, track: np.ndarray | None, grid_spacing: float) -> FrameOutput:
+    offsets = seg[0:2] / grid_spacing
+    track_px = np.zeros_like(offsets) if track is None else track / grid_spacing
+    return FrameOutput(
+        seediness=np.ascontiguousarray(seg[4]),
+        bandwidth=np.ascontiguousarray(seg[2:4]),
+        offsets=offsets.astype(np.float32, copy=False),
+        track_offsets=track_px.astype(np.float32, copy=False),
+    )
+
+
+# --------------------------------------------------------------------------- saving
+def outputs_to_arrays(outputs: Iterable[FrameOutput]) -> dict[str, np.ndarray]:
+    """Stack frame outputs into arrays.
+
+    Returns
+    -------
+    dict with ``seediness`` (T, Y, X), ``bandwidth``, ``offsets`` and ``track_offsets``
+    (T, 2, Y, X), all float32.
+    """
+    outs = list(outputs)
+    if not outs:
+        raise ValueError("no frame outputs to stack")
+    shapes = {o.shape for o in outs}
+    if len(shapes) > 1:
+        raise ValueError(f"frame outputs differ in size: {sorted(shapes)}")
+    return {
+        name: np.stack([getattr(o, name) for o in outs]).astype(np.float32, copy=False)
+        for name in OUTPUT_FIELDS
+    }
+
+
+def save_outputs(
+    path: str | os.PathLike, outputs: Iterable[FrameOutput], *, dtype=np.float16
+) -> None:
+    """Save frame outputs to an uncompressed ``.npz`` file at exactly ``path``.
+
+    Parameters
+    ----------
+    path : file to write (no suffix is added).
+    outputs : the frames' outputs, all of one size.
+    dtype : storage dtype; float16 (default) keeps offsets to ~0.1 px below 256 px.
+    """
+    arrays = {k: v.astype(dtype) for k, v in outputs_to_arrays(outputs).items()}
+    with open(path, "wb") as f:
+        np.savez(f, format=np.array(FILE_FORMAT), **arrays)
+
+
+def load_outputs(path: str | os.PathLike) -> list[FrameOutput]:
+    """Read frame outputs written by :func:`save_outputs` (as float32).
+
+    Raises
+    ------
+    ValueError
+        if the file is not a napari-embedtrack outputs file.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable .npz outputs file ({e})") from None
+    with data:
+        if "format" not in data.files or str(data["format"]) != FILE_FORMAT:
+            raise ValueError(f"{path}: not a napari-embedtrack outputs file ({FILE_FORMAT})")
+        missing = [k for k in OUTPUT_FIELDS if k not in data.files]
+        if missing:
+            raise ValueError(f"{path}: outputs file lacks {', '.join(missing)}")
+        arrays = {k: data[k].astype(np.float32) for k in OUTPUT_FIELDS}
+    try:
+        return [
+            FrameOutput(*(arrays[k][t] for k in OUTPUT_FIELDS))
+            for t in range(arrays["seediness"].shape[0])
+        ]
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"{path}: inconsistent array shapes in outputs file ({e})") from None

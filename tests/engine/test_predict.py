@@ -1,0 +1,413 @@
+"""Tests of engine.predict: normalisation, TTA vector mapping, tiling, feature reuse, saving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_embedtrack.engine.model import EmbedTrackNet
+from napari_embedtrack.engine.predict import (
+    blend_weights,
+    iter_outputs,
+    load_outputs,
+    normalize,
+    outputs_to_arrays,
+    resolve_device,
+    save_outputs,
+    tile_starts,
+    tta_transforms,
+)
+
+CROP = 32
+GRID = 1 / (CROP - 1)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP overhead on a busy machine (10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model() -> EmbedTrackNet:
+    """A random EmbedTrackNet whose heads give non-trivial offsets (not the zero init)."""
+    torch.manual_seed(0)
+    net = EmbedTrackNet()
+    with torch.no_grad():
+        for dec in (net.seg_decoder, net.seed_decoder, net.track_decoder):
+            dec.output_conv.reset_parameters()
+            dec.output_conv.weight *= 4  # offsets of several pixels
+    return net.eval()
+
+
+class LocalNet(nn.Module):
+    """A stand-in with a receptive field of one pixel: tiling must then be exact."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, 8)
+
+    def decode_seg(self, f: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_shuffle(f, 8)
+        sig = [torch.sigmoid(k * x) for k in (1, 2, 3)]
+        return torch.cat([torch.tanh(x), torch.tanh(-2 * x), *sig], 1)
+
+    def decode_track(self, f: torch.Tensor, f_prev: torch.Tensor) -> torch.Tensor:
+        d = F.pixel_shuffle(f - f_prev, 8)
+        return torch.cat([torch.tanh(d), torch.tanh(3 * d)], 1)
+
+
+def _movie(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth blobs plus noise, uint16."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for k in range(t):
+        img = np.zeros((h, w))
+        for cy, cx in rng.uniform([0, 0], [h, w], size=(6, 2)):
+            img += 800 * np.exp(-((yy - cy - 2 * k) ** 2 + (xx - cx) ** 2) / 40)
+        frames.append(img + rng.normal(100, 10, (h, w)))
+    return np.clip(frames, 0, 65535).astype(np.uint16)
+
+
+def _run(model, movie, **kw):
+    kw = {"grid_spacing": GRID, "crop_size": CROP, "device": "cpu", "amp": False} | kw
+    return list(iter_outputs(model, movie, **kw))
+
+
+def _close(a, b, atol):
+    for name in ("seediness", "bandwidth", "offsets", "track_offsets"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, err_msg=name)
+
+
+# --------------------------------------------------------------------------- normalize
+def test_normalize_percentiles_and_dtype():
+    img = np.arange(1000, dtype=np.uint16).reshape(25, 40)
+    out = normalize(img, (0, 100))
+    assert out.dtype == np.float32
+    assert out.min() == 0 and out.max() == 1
+    # values beyond the percentiles are kept, not clipped
+    out = normalize(img, (10, 90))
+    assert out.min() < 0 and out.max() > 1
+    np.testing.assert_array_equal(out, normalize(img.astype(np.float64), (10, 90)))
+
+
+def test_normalize_constant_and_degenerate_percentiles():
+    assert not normalize(np.full((7, 9), 5, np.uint8)).any()
+    spiky = np.zeros((50, 50), np.float32)
+    spiky[0, 0] = 10  # both percentiles are 0: fall back to min/max
+    out = normalize(spiky)
+    assert np.isfinite(out).all() and out.max() == 1
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_normalize_rejects_non_finite(bad):
+    img = np.ones((5, 5))
+    img[2, 2] = bad
+    with pytest.raises(ValueError, match="frame 3 contains NaN or infinite"):
+        normalize(img, frame_index=3)
+
+
+# --------------------------------------------------------------------------- device
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- TTA
+def _ideal_fields(marker: torch.Tensor, stripes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Ideal outputs computed from an image alone (in whatever frame it is given).
+
+    offsets: from every pixel to the marker; bandwidths: 1 along the axis the stripes vary
+    along, 0.25 along the other; seediness: the stripes. Returns seg (1, 5, H, W) and
+    track (1, 2, H, W) (offsets to the marker, scaled).
+    """
+    h, w = marker.shape
+    cy, cx = divmod(int(marker.argmax()), w)
+    yy, xx = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+    off = torch.stack([cy - yy, cx - xx])
+    varies_y = bool((stripes.diff(dim=0) != 0).any())
+    varies_x = bool((stripes.diff(dim=1) != 0).any())
+    assert varies_y != varies_x
+    bw = torch.stack([torch.full((h, w), 1.0 if v else 0.25) for v in (varies_y, varies_x)])
+    seg = torch.cat([off, bw, stripes[None]])[None]
+    return seg, 0.5 * off[None]
+
+
+@pytest.mark.parametrize("shape", [(10, 10), (10, 14)])
+def test_tta_inverse_maps_vector_fields_back(shape):
+    """Transform the image, build the ideal field there, invert: the ideal field of the original."""
+    h, w = shape
+    marker = torch.zeros(shape)
+    marker[3, 8] = 1
+    stripes = torch.arange(float(w)).expand(h, w) % 3  # varies along x only
+    want_seg, want_track = _ideal_fields(marker, stripes)
+    transforms = tta_transforms()
+    assert len(transforms) == 8
+    seen = set()
+    for tf in transforms:
+        t_marker, t_stripes = tf.forward(torch.stack([marker, stripes]))
+        seen.add((*t_marker.shape, int(t_marker.argmax())))
+        seg, track = _ideal_fields(t_marker, t_stripes)
+        torch.testing.assert_close(tf.inverse_seg(seg), want_seg, rtol=0, atol=0)
+        torch.testing.assert_close(tf.inverse_track(track), want_track, rtol=0, atol=0)
+    assert len(seen) == 8  # all distinct symmetries
+    assert tta_transforms(False) == transforms[:1]
+
+
+def _flip_x(o):  # expected outputs of the x-flipped movie, written out by hand
+    return dict(
+        seediness=o.seediness[:, ::-1],
+        bandwidth=o.bandwidth[:, :, ::-1],
+        offsets=np.stack([o.offsets[0, :, ::-1], -o.offsets[1, :, ::-1]]),
+        track_offsets=np.stack([o.track_offsets[0, :, ::-1], -o.track_offsets[1, :, ::-1]]),
+    )
+
+
+def _flip_y(o):
+    return dict(
+        seediness=o.seediness[::-1],
+        bandwidth=o.bandwidth[:, ::-1],
+        offsets=np.stack([-o.offsets[0, ::-1], o.offsets[1, ::-1]]),
+        track_offsets=np.stack([-o.track_offsets[0, ::-1], o.track_offsets[1, ::-1]]),
+    )
+
+
+def _transpose(o):
+    return dict(
+        seediness=o.seediness.T,
+        bandwidth=o.bandwidth[::-1].transpose(0, 2, 1),
+        offsets=o.offsets[::-1].transpose(0, 2, 1),
+        track_offsets=o.track_offsets[::-1].transpose(0, 2, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("move", "expected"),
+    [
+        (lambda m: m[..., ::-1], _flip_x),
+        (lambda m: m[..., ::-1, :], _flip_y),
+        (lambda m: m.transpose(0, 2, 1), _transpose),
+    ],
+    ids=["flip_x", "flip_y", "transpose"],
+)
+def test_tta_average_is_equivariant(model, move, expected):
+    """TTA-averaged outputs of a moved movie = moved outputs, vector channels corrected.
+
+    64 x 64 with tiles of 32 at 50 % overlap has tile starts 0, 16, 32 on both axes, a grid
+    that maps onto itself, so the equality is exact up to float rounding.
+    """
+    movie = _movie(2, 64, 64)
+    base = _run(model, movie, overlap=0.5)
+    moved = _run(model, np.ascontiguousarray(move(movie)), overlap=0.5)
+    for o, m in zip(base, moved, strict=True):
+        for name, want in expected(o).items():
+            np.testing.assert_allclose(getattr(m, name), want, atol=1e-4, err_msg=name)
+    assert np.abs(base[1].track_offsets).max() > 1  # the check is not on zeros
+
+
+# --------------------------------------------------------------------------- tiling
+def test_tile_layout():
+    assert tile_starts(20, 32, 8) == [0]
+    assert tile_starts(64, 32, 16) == [0, 16, 32]
+    starts = tile_starts(93, 32, 8)
+    assert starts[0] == 0 and starts[-1] == 93 - 32
+    assert max(np.diff(starts)) <= 32 - 8
+    weights = blend_weights(starts, 32)
+    assert weights[0][0] == 1 and weights[-1][-1] == 1  # full weight at the image border
+    assert all((w > 0).all() for w in weights)
+
+
+@pytest.mark.parametrize(("shape", "overlap"), [((70, 90), 0.25), ((67, 93), 0.5)])
+def test_tiling_is_exact_for_a_local_network(shape, overlap):
+    """With a receptive field of one pixel, tiled and whole-image outputs must agree exactly."""
+    movie = _movie(2, *shape)
+    tiled = _run(LocalNet(), movie, tta=False, overlap=overlap)
+    whole = _run(LocalNet(), movie, tta=False, crop_size=96)
+    for a, b in zip(tiled, whole, strict=True):
+        _close(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(20, 27), (67, 93)])
+def test_local_network_outputs_land_on_their_pixels(shape):
+    """Padded (smaller than a tile) and tiled frames: each output belongs to its own pixel."""
+    movie = _movie(2, *shape)
+    outs = _run(LocalNet(), movie, tta=False)
+    x = [normalize(f) for f in movie]
+    np.testing.assert_allclose(outs[1].seediness, 1 / (1 + np.exp(-3 * x[1])), atol=1e-5)
+    np.testing.assert_allclose(outs[1].offsets[1], np.tanh(-2 * x[1]) / GRID, atol=1e-4)
+    np.testing.assert_allclose(outs[1].track_offsets[0], np.tanh(x[1] - x[0]) / GRID, atol=1e-4)
+
+
+def test_tiled_close_to_untiled_for_erfnet(model):
+    """ERFNet sees hundreds of pixels: tiles change outputs, but only a little.
+
+    Tiles see less context than the whole image, so equality is not expected; the exact check of
+    the tiling is the LocalNet test. Measured here: correlation >= 0.9994, mean |diff| 0.05 px
+    (offsets spanning +-20 px), max 0.6 px (1.5 px tracking offsets).
+    """
+    movie = _movie(2, 64, 64)
+    whole = _run(model, movie, tta=False, crop_size=64)
+    tiled = _run(model, movie, tta=False, overlap=0.5)
+    for name in ("offsets", "track_offsets", "seediness", "bandwidth"):
+        a, b = getattr(whole[1], name).ravel(), getattr(tiled[1], name).ravel()
+        assert np.corrcoef(a, b)[0, 1] > 0.99, name
+    for name in ("offsets", "track_offsets"):
+        diff = np.abs(getattr(whole[1], name) - getattr(tiled[1], name))
+        assert diff.mean() < 0.25, name
+
+
+# --------------------------------------------------------------------------- feature reuse
+def test_single_pair_matches_model_forward(model):
+    """One tile, no TTA: outputs equal EmbedTrackNet.forward on the normalised pair."""
+    movie = _movie(2, 32, 32)
+    outs = _run(model, movie, tta=False)
+    x = [torch.from_numpy(normalize(f))[None, None] for f in movie]
+    with torch.inference_mode():
+        seg_t, seg_prev, track = model(x[1], x[0])
+    np.testing.assert_allclose(outs[1].offsets, seg_t[0, :2].numpy() / GRID, atol=1e-3)
+    np.testing.assert_allclose(outs[0].offsets, seg_prev[0, :2].numpy() / GRID, atol=1e-3)
+    np.testing.assert_allclose(outs[1].seediness, seg_t[0, 4].numpy(), atol=1e-5)
+    np.testing.assert_allclose(outs[1].bandwidth, seg_t[0, 2:4].numpy(), atol=1e-5)
+    np.testing.assert_allclose(outs[1].track_offsets, track[0].numpy() / GRID, atol=1e-3)
+    assert not outs[0].track_offsets.any()
+
+
+class CountingNet(nn.Module):
+    """Wraps a model and counts the samples each building block sees."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.calls = {"encode": 0, "decode_seg": 0, "decode_track": 0}
+
+    def encode(self, x):
+        self.calls["encode"] += x.shape[0]
+        return self.inner.encode(x)
+
+    def decode_seg(self, f):
+        self.calls["decode_seg"] += f.shape[0]
+        return self.inner.decode_seg(f)
+
+    def decode_track(self, f, f_prev):
+        self.calls["decode_track"] += f.shape[0]
+        return self.inner.decode_track(f, f_prev)
+
+
+def test_feature_reuse_equals_pairwise(model):
+    """A 3-frame movie gives the same outputs as fresh runs on each pair (t-1, t)."""
+    movie = _movie(3, 40, 48)
+    counting = CountingNet(model)
+    outs = _run(counting, movie, batch_size=5)
+    n_tiles = len(tile_starts(40, CROP, 8)) * len(tile_starts(48, CROP, 8))
+    jobs = n_tiles * 8
+    assert counting.calls == {"encode": 3 * jobs, "decode_seg": 3 * jobs, "decode_track": 2 * jobs}
+    for t in (1, 2):
+        pair = _run(model, movie[t - 1 : t + 1], batch_size=5)
+        _close(outs[t], pair[1], atol=1e-4)
+    assert np.abs(outs[2].track_offsets).max() > 1
+
+
+# --------------------------------------------------------------------------- inputs
+def test_odd_sizes_and_small_images(model):
+    for shape in [(67, 93), (20, 27)]:  # not multiples of 8; smaller than a tile
+        outs = _run(model, _movie(2, *shape), tta=False)
+        assert len(outs) == 2
+        for o in outs:
+            assert o.shape == shape
+            assert np.isfinite(o.stack()).all()
+        assert not outs[0].track_offsets.any() and outs[1].track_offsets.any()
+
+
+def test_single_frame(model):
+    frame = _movie(1, 30, 30)[0]
+    (out,) = _run(model, frame, tta=False)
+    assert out.shape == (30, 30) and not out.track_offsets.any()
+    (out3,) = _run(model, frame[None], tta=False)
+    _close(out, out3, atol=0)
+
+
+def test_constant_frame_gives_finite_outputs(model):
+    outs = _run(model, np.full((2, 24, 24), 7, np.uint8), tta=False)
+    assert all(np.isfinite(o.stack()).all() for o in outs)
+
+
+def test_nan_frame_raises_naming_the_frame(model):
+    movie = _movie(3, 24, 24).astype(np.float32)
+    movie[1, 5, 5] = np.nan
+    it = iter_outputs(model, movie, grid_spacing=GRID, crop_size=CROP, tta=False, device="cpu")
+    next(it)
+    with pytest.raises(ValueError, match="frame 1 contains NaN"):
+        next(it)
+
+
+def test_int_and_float_inputs_agree(model):
+    movie = _movie(2, 24, 24)
+    a = _run(model, movie, tta=False)
+    b = _run(model, movie.astype(np.float32), tta=False)
+    for x, y in zip(a, b, strict=True):
+        _close(x, y, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"crop_size": 30}, "crop_size"),
+        ({"grid_spacing": 0.0}, "grid_spacing"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"percentiles": (99, 1)}, "percentiles"),
+    ],
+)
+def test_bad_arguments_raise_at_call(model, kw, match):
+    args = {"grid_spacing": GRID, "crop_size": CROP, "device": "cpu"} | kw
+    with pytest.raises(ValueError, match=match):
+        iter_outputs(model, np.zeros((2, 8, 8)), **args)
+    for shape in [(1, 2, 8, 8), (0, 8, 8), (2, 0, 8)]:
+        with pytest.raises(ValueError, match="movie must be"):
+            iter_outputs(model, np.zeros(shape), grid_spacing=GRID, crop_size=CROP)
+
+
+def test_model_mode_restored(model):
+    model.train()
+    try:
+        _run(model, _movie(1, 16, 16), tta=False)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_bf16_runs(model):
+    (out,) = _run(model, _movie(1, 16, 16), tta=False, amp=True)
+    (ref,) = _run(model, _movie(1, 16, 16), tta=False)
+    assert np.abs(out.offsets - ref.offsets).max() < 2.0
+
+
+# --------------------------------------------------------------------------- saving
+def test_save_load_roundtrip(model, tmp_path):
+    outs = _run(model, _movie(2, 20, 28), tta=False)
+    arrays = outputs_to_arrays(outs)
+    assert arrays["offsets"].shape == (2, 2, 20, 28) and arrays["seediness"].shape == (2, 20, 28)
+    path = tmp_path / "emb.bin"
+    save_outputs(path, outs)
+    assert path.exists()  # no suffix added
+    back = load_outputs(path)
+    assert len(back) == 2
+    for a, b in zip(outs, back, strict=True):
+        assert b.offsets.dtype == np.float32
+        _close(a, b, atol=0.1)
+    bad = tmp_path / "other.npz"
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a napari-embedtrack outputs file"):
+        load_outputs(bad)
