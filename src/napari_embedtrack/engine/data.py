@@ -71,15 +71,15 @@ class TrainingSequence:
         return self.image.shape[0]
 
 
-def _match_seg_to_markers(seg: np.ndarray, markers: np.ndarray) -> np.ndarray:
+def _match_seg_to_markers(seg: np.ndarray, markers: np.ndarray, fresh: int) -> np.ndarray:
     """Relabel a SEG mask (Y, X) with the track id of the marker it overlaps most.
 
-    SEG masks that overlap no marker keep a fresh id above every track id (no tracking).
+    SEG masks that overlap no marker get fresh ids ``fresh + 1, fresh + 2, ...`` (above every
+    track id, and different in every frame, so they never get a tracking target).
     """
     out = np.zeros(seg.shape, np.int32)
     ids = np.unique(seg)
     ids = ids[ids > 0]
-    fresh = int(markers.max()) + 100000
     fg = seg > 0
     pairs, counts = np.unique(
         np.stack([seg[fg], markers[fg]]).astype(np.int64), axis=1, return_counts=True
@@ -123,13 +123,15 @@ def build_labels(
     ignore = np.zeros(tra.shape, bool)
     track_lab = tra.astype(np.int32)
     seg_frames = []
+    fresh = int(tra.max()) + 100000  # ids of SEG masks without a marker lie above this
     for t in range(t_n):
         if full:
             seg_lab[t] = tra[t]
             seg_frames.append(t)
             continue
         if t in seg:
-            seg_lab[t] = _match_seg_to_markers(seg[t], tra[t])
+            seg_lab[t] = _match_seg_to_markers(seg[t], tra[t], fresh)
+            fresh = max(fresh, int(seg_lab[t].max()))
             seg_frames.append(t)
             track_lab[t] = np.where(seg_lab[t] > 0, seg_lab[t], tra[t])
         unknown = (tra[t] > 0) & ~np.isin(tra[t], np.unique(seg_lab[t]))
@@ -376,6 +378,12 @@ class PairSampler:
         self.pairs = [(i, t) for i, fr in enumerate(frames) for t in fr if t >= 1]
         if not self.pairs:
             raise ValueError("no training pairs: every sequence needs at least two frames")
+        # pairs of two entirely unknown frames (unannotated frames of sparse corrections)
+        # teach nothing: leave them out
+        known = [[not bool(f.all()) for f in s.ignore] for s in sequences]
+        self.pairs = [(i, t) for i, t in self.pairs if known[i][t - 1] or known[i][t]]
+        if not self.pairs:
+            raise ValueError("no training pairs: the training frames hold no labels")
         # pairs whose frame t has full masks are drawn three times as often
         w = np.array([3.0 if t in set(sequences[i].seg_frames) else 1.0 for i, t in self.pairs])
         self.weights = w / w.sum()
@@ -440,7 +448,12 @@ class PairSampler:
 
 
 def make_targets(arrs: dict[str, np.ndarray], s: TrainingSequence, t: int) -> dict:
-    """Consecutive instance ids, medoids and tracking targets for one cropped pair."""
+    """Consecutive instance ids, medoids and tracking targets for one cropped pair.
+
+    ``track_labels`` numbers the cells at t by their predecessor at t-1 (1..``n_track``; the
+    two daughters of a parent share a label) and ``track_centres`` holds each predecessor's
+    medoid at t-1 (pixels).
+    """
     crop = arrs["image"].shape[-1]
     labels = np.zeros((2, crop, crop), np.int64)
     centres = np.zeros((2, MAX_INSTANCES, 2), np.float32)
@@ -462,35 +475,36 @@ def make_targets(arrs: dict[str, np.ndarray], s: TrainingSequence, t: int) -> di
         centres[k, : len(ids)] = instance_medoids(
             labels[k].astype(np.int32), np.arange(1, len(ids) + 1)
         )
-    # tracking: cells at t (masks or markers) whose predecessor is in the t-1 crop
+    # tracking: cells at t (masks or markers) whose predecessor is in the t-1 crop; one
+    # target per predecessor, so both daughters of a parent form one instance (as separate
+    # instances with the same centre, each would be a negative of the other's row)
     prev, cur = arrs["track"][0], arrs["track"][1]
     prev_ids, prev_counts = np.unique(prev, return_counts=True)
     prev_ok = set(prev_ids[(prev_ids > 0) & (prev_counts >= MIN_CROP_PIXELS)].tolist())
     cur_ids, cur_counts = np.unique(cur, return_counts=True)
     track_labels = np.zeros((crop, crop), np.int64)
     track_centres = np.zeros((MAX_INSTANCES, 2), np.float32)
-    n_track = 0
-    targets, sources = [], []
+    targets: dict[int, int] = {}  # predecessor id at t-1 -> track label 1..n_track
     for cid, cnt in zip(cur_ids, cur_counts, strict=True):
-        if cid == 0 or cnt < MIN_CROP_PIXELS or n_track >= MAX_INSTANCES:
+        if cid == 0 or cnt < MIN_CROP_PIXELS:
             continue
         pred = int(cid)
         if pred not in prev_ok and s.starts.get(pred) == t:
             pred = s.parents.get(pred, 0)
         if pred not in prev_ok:
             continue
-        n_track += 1
-        track_labels[cur == cid] = n_track
-        targets.append(pred)
-        sources.append(n_track)
+        if pred not in targets:
+            if len(targets) >= MAX_INSTANCES:
+                continue
+            targets[pred] = len(targets) + 1
+        track_labels[cur == cid] = targets[pred]
+    n_track = len(targets)
     if targets:
-        uniq = np.unique(targets)
         relab = np.zeros(int(prev.max()) + 1, np.int32)
-        relab[uniq] = np.arange(1, len(uniq) + 1)
-        med = instance_medoids(relab[prev], np.arange(1, len(uniq) + 1, dtype=np.int32))
-        pos = {int(u): j for j, u in enumerate(uniq)}
-        for src, tgt in zip(sources, targets, strict=True):
-            track_centres[src - 1] = med[pos[tgt]]
+        relab[list(targets)] = list(targets.values())
+        track_centres[:n_track] = instance_medoids(
+            relab[prev], np.arange(1, n_track + 1, dtype=np.int32)
+        )
     return {
         "image": arrs["image"].astype(np.float32),
         "labels": labels,

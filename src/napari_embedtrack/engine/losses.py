@@ -12,7 +12,9 @@ predicted centres ``e_i = p_i + o_i`` and scaled bandwidths ``s_m = exp(-10 * me
   confident background (not ignored, not in any instance);
 - tracking: Lovász hinge of the pixels at t shifted by the tracking offsets against the centre
   of the same cell at t-1 (daughters: their parent's centre), with the cell's mean bandwidth at
-  t (detached), averaged over instances that have a predecessor in the crop.
+  t (detached), averaged over the predecessors in the crop (the pixels at t pointing to one
+  cell at t-1 form one instance: both daughters of a parent are one instance). Pixels with a
+  target count even inside an ignore region (a marker without a mask lies in its own).
 
 Every term is averaged over instances and then over images, so the weights mean what they say.
 """
@@ -212,7 +214,8 @@ def embedtrack_loss(
             if li is not None:
                 inst_l.append(li)
                 var_l.append(lv)
-            seed_l.append(ls)
+            if li is not None or not bool(batch["ignore"][i, k].all()):
+                seed_l.append(ls)  # (an entirely unknown frame has no seed term)
         n = int(batch["n_track"][i])
         lt = frame_track_loss(
             track[i],
@@ -227,7 +230,7 @@ def embedtrack_loss(
     zero = seg_t.sum() * 0.0
     inst = torch.stack(inst_l).mean() if inst_l else zero
     var = torch.stack(var_l).mean() if var_l else zero
-    seed = torch.stack(seed_l).mean()
+    seed = torch.stack(seed_l).mean() if seed_l else zero
     trk = torch.stack(track_l).mean() if track_l else zero
     total = (
         weights.instance * inst

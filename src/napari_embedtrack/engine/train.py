@@ -348,9 +348,9 @@ def train(
                 history.append(
                     {"step": step, "seconds": round(seconds, 1), "loss": running, **metrics}
                 )
-                score = metrics.get("score", -step)  # no validation: keep the last model
-                if score > best:
-                    best = score
+                score = metrics.get("score")
+                if score is None or score > best:  # no validation: keep the last model
+                    best = best if score is None else score
                     finish_card(metrics)
                     save_model(out_dir, net, card)
                 yield Progress(

@@ -1,0 +1,256 @@
+"""Tests of engine.train: tiny runs through the generator API, resume, stop, fine-tuning,
+and (slow) overfitting one synthetic pair, the end-to-end check of losses and targets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_embedtrack.engine import data as D
+from napari_embedtrack.engine.cluster import ClusterParams, cluster
+from napari_embedtrack.engine.modelfile import load_model, read_card
+from napari_embedtrack.engine.predict import iter_outputs
+from napari_embedtrack.engine.progress import run
+from napari_embedtrack.engine.train import CHECKPOINT, HISTORY, TrainConfig, train
+from napari_embedtrack.synthetic import make_movie
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sequence() -> D.TrainingSequence:
+    """5 frames of 64x64 with full labels: training pairs t = 1..3, validation frame 4."""
+    movie = make_movie(n_frames=5, shape=(64, 64), n_cells=3, seed=1, radius=(5.0, 7.0))
+    return D.sequence_from_arrays("synthetic", movie.image, movie.labels, movie.lineage)
+
+
+def _config(**kw) -> TrainConfig:
+    base = {
+        "steps": 3,
+        "batch_size": 1,
+        "crop_size": 64,
+        "val_every": 2,
+        "val_fraction": 0.2,
+        "device": "cpu",
+        "amp": False,
+        "checkpoint_every": 1000,
+    }
+    return TrainConfig(**{**base, **kw})
+
+
+def _run(gen) -> tuple[Path, list]:
+    records = []
+    result = run(gen, records.append)
+    return result, records
+
+
+def _steps(records) -> list[int]:
+    return [r.done for r in records if "loss" in r.info]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, sequence) -> tuple[Path, list]:
+    out = tmp_path_factory.mktemp("tiny") / "tiny"
+    return _run(train([sequence], out, _config()))
+
+
+# --------------------------------------------------------------------------- tiny runs
+def test_tiny_training_writes_model(tiny_model):
+    out, records = tiny_model
+    assert _steps(records) == [1, 2, 3]
+    assert all(r.total == 3 for r in records)
+    for r in records:
+        if "loss" in r.info:
+            assert math.isfinite(r.info["loss"])
+            assert set(r.info) >= {"instance", "variance", "seed", "track", "lr", "eta"}
+    vals = [r.info["validation"] for r in records if "validation" in r.info]
+    assert len(vals) == 2  # steps 2 and 3 (the last)
+    assert {"SEG_plain", "SEG_restyled", "score"} <= set(vals[0])
+    for name in ("weights.safetensors", "card.json", CHECKPOINT, HISTORY):
+        assert (out / name).is_file(), name
+    card = read_card(out)
+    assert card.name == "tiny"
+    assert card.crop_size == 64 and card.grid_spacing == pytest.approx(1 / 63)
+    assert card.min_size >= 4
+    assert card.training["config"]["steps"] == 3
+    assert card.training["data"] == ["synthetic"]
+    assert card.training["total_steps"] == 3
+    assert "SEG_plain" in card.validation and card.validation["step"] in (2, 3)
+    history = json.loads((out / HISTORY).read_text())["history"]
+    assert [h["step"] for h in history] == [2, 3]
+    ck = torch.load(out / CHECKPOINT, weights_only=True)
+    assert ck["step"] == 3 and ck["total"] == 3
+    loaded = load_model(out)
+    assert loaded.card == card
+    with torch.no_grad():
+        seg, _, track = loaded.net(torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))
+    assert seg.shape == (1, 5, 40, 40) and track.shape == (1, 2, 40, 40)
+
+
+def test_stop_and_resume(tmp_path, sequence):
+    out = tmp_path / "resume"
+    cfg = _config(steps=4, val_every=2)
+    seen: list[int] = []
+    gen = train([sequence], out, cfg, should_stop=lambda: bool(seen) and seen[-1] >= 2)
+    _, records = _run(_track(gen, seen))
+    assert _steps(records) == [1, 2]
+    ck = torch.load(out / CHECKPOINT, weights_only=True)
+    assert ck["step"] == 2 and ck["total"] == 4
+    _, records = _run(train([sequence], out, cfg, resume=True))
+    assert _steps(records) == [3, 4]
+    assert records[-1].done == 4 and records[-1].total == 4
+    history = json.loads((out / HISTORY).read_text())["history"]
+    assert [h["step"] for h in history] == [2, 4]
+    assert torch.load(out / CHECKPOINT, weights_only=True)["step"] == 4
+    # resuming with another length is refused with a clear message
+    with pytest.raises(ValueError, match="checkpoint was made for 4 steps"):
+        _run(train([sequence], out, _config(steps=6), resume=True))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _run(train([sequence], tmp_path / "none", cfg, resume=True))
+
+
+def _track(gen, seen: list[int]):
+    """Pass a generator's records through, noting the steps done."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if "loss" in p.info:
+            seen.append(p.done)
+        yield p
+
+
+def test_should_stop_saves_checkpoint(tmp_path, sequence):
+    out = tmp_path / "stop"
+    seen: list[int] = []
+    cfg = _config(steps=5, val_every=100)
+    gen = train([sequence], out, cfg, should_stop=lambda: bool(seen))
+    result, records = _run(_track(gen, seen))
+    assert result == out
+    assert _steps(records) == [1]
+    ck = torch.load(out / CHECKPOINT, weights_only=True)
+    assert ck["step"] == 1 and ck["total"] == 5
+    assert (out / HISTORY).is_file()
+
+
+def test_closing_the_generator_saves_checkpoint(tmp_path, sequence):
+    out = tmp_path / "closed"
+    gen = train([sequence], out, _config(steps=5, val_every=100))
+    assert next(gen).done == 1
+    gen.close()
+    assert torch.load(out / CHECKPOINT, weights_only=True)["step"] == 1
+
+
+def test_fine_tuning_keeps_card_geometry(tmp_path, sequence, tiny_model):
+    base, _ = tiny_model
+    out = tmp_path / "tuned"
+    cfg = _config(steps=1, crop_size=32, val_every=1)  # crop_size is the base model's
+    result, records = _run(train([sequence], out, cfg, init=base, name="tuned"))
+    assert _steps(records) == [1]
+    card = read_card(result)
+    base_card = read_card(base)
+    assert card.name == "tuned"
+    assert card.crop_size == 64 and card.grid_spacing == base_card.grid_spacing
+    assert card.min_size == base_card.min_size and card.dropout == base_card.dropout
+    assert card.training["init"] == str(base)
+    assert card.training["init_training"]["total_steps"] == 3
+    load_model(result)
+
+
+def test_without_validation_frames_the_last_model_is_kept(tmp_path, sequence, caplog):
+    """No masks in the held-out frames: there is no score, the last model is written."""
+    seq = D.TrainingSequence(
+        sequence.name,
+        sequence.image,
+        sequence.seg,
+        sequence.track,
+        sequence.ignore,
+        sequence.parents,
+        sequence.starts,
+        seg_frames=[0, 1, 2, 3],
+    )
+    out = tmp_path / "noval"
+    with caplog.at_level(logging.WARNING):
+        _run(train([seq], out, _config(steps=2, val_every=1)))
+    assert "no validation frames" in caplog.text
+    card = read_card(out)
+    assert card.validation["step"] == 2
+    assert "SEG_plain" not in card.validation
+
+
+# --------------------------------------------------------------------------- overfitting
+def _match_ious(ref: np.ndarray, pred: np.ndarray) -> list[float]:
+    """Best IoU of every reference instance with any predicted instance."""
+    out = []
+    for lab in np.unique(ref)[1:]:
+        m = ref == lab
+        best = 0.0
+        for p in np.unique(pred[m]):
+            if p == 0:
+                continue
+            q = pred == p
+            best = max(best, (m & q).sum() / (m | q).sum())
+        out.append(best)
+    return out
+
+
+@pytest.mark.slow
+def test_overfits_one_pair(tmp_path):
+    """A tiny model overfits one synthetic 64x64 pair to instance IoU > 0.8 (CPU minute)."""
+    movie = make_movie(n_frames=2, shape=(64, 64), n_cells=4, seed=7, radius=(6.0, 8.0))
+    seq = D.sequence_from_arrays("pair", movie.image, movie.labels, movie.lineage)
+    no_aug = D.AugmentConfig(
+        flip_rot=False,
+        p_scale=0.0,
+        p_shift=0.0,
+        p_contrast=0.0,
+        p_gain_field=0.0,
+        p_gamma=0.0,
+        p_blur=0.0,
+        p_clahe=0.0,
+    )
+    cfg = _config(steps=150, val_fraction=0.0, val_every=150, lr=2e-3, dropout=0.0, augment=no_aug)
+    out, records = _run(train([seq], tmp_path / "overfit", cfg))
+    losses = [r.info["loss"] for r in records if "loss" in r.info]
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    model = load_model(out)
+    params = ClusterParams(min_size=model.card.min_size, grid_spacing=model.card.grid_spacing)
+    outputs = list(
+        iter_outputs(
+            model.net,
+            movie.image,
+            grid_spacing=model.card.grid_spacing,
+            crop_size=model.card.crop_size,
+            tta=False,
+            device="cpu",
+        )
+    )
+    ious = []
+    for t, o in enumerate(outputs):
+        pred = cluster(o.seediness, o.bandwidth, o.offsets, params)
+        ious += _match_ious(movie.labels[t], pred)
+    assert np.mean(ious) > 0.8, ious
+    # tracking offsets: pixels at t land on their cell at t-1 (daughters: on their parent)
+    assert seq.parents, "the pair holds a division"
+    prev, cur = movie.labels[0], movie.labels[1]
+    yy, xx = np.mgrid[0:64, 0:64]
+    ty = np.clip(np.round(yy + outputs[1].track_offsets[0]), 0, 63).astype(int)
+    tx = np.clip(np.round(xx + outputs[1].track_offsets[1]), 0, 63).astype(int)
+    for lab in np.unique(cur)[1:]:
+        target = seq.parents.get(int(lab), int(lab))
+        m = cur == lab
+        assert np.mean(prev[ty[m], tx[m]] == target) > 0.9, lab
