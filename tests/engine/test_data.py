@@ -352,3 +352,13 @@ def test_intensity_augmentation_keeps_labels(movie):
     np.testing.assert_array_equal(a["track_labels"], b["track_labels"])
     assert not np.allclose(a["image"], b["image"])
     assert np.isfinite(b["image"]).all()
+
+
+def test_split_frames_moves_the_window_onto_sparse_annotations():
+    seg = [2, 5, 6, 7, 8, 10, 12, 20, 30, 40, 44, 47]  # none in the tail of 92 frames
+    train, val = D.split_frames(92, 0.1, seg)
+    assert val == [47]
+    assert 47 not in train and 48 not in train
+    assert 46 in train and 49 in train
+    # annotations in the tail: the plain tail split
+    assert D.split_frames(20, 0.1, [3, 19]) == D.split_frames(20, 0.1)

@@ -522,15 +522,29 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
 
 
-def split_frames(n_frames: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """First (1 - val_fraction) of the frames for training, the rest for validation.
+def split_frames(
+    n_frames: int, val_fraction: float, seg_frames: list[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Training pairs and validation frames of one sequence; pairs never straddle the split.
 
-    Returns the frames t usable as the later frame of a training pair and the validation
-    frames (pairs never straddle the split).
+    The validation window is the last ``val_fraction`` of the frames. If ``seg_frames`` (the
+    frames with full masks) is given and none of them lies in that tail (sparse annotations,
+    e.g. GOWT1 01 has masks only in frames 2-47), the window is instead the span of the last
+    ``val_fraction`` of the annotated frames (at least one), and training uses the frames on
+    both sides of it.
+
+    Returns:
+        frames t usable as the later frame of a training pair (t-1 and t both outside the
+        window), and the validation frames.
     """
     n_val = round(n_frames * val_fraction)
-    n_train = n_frames - n_val
-    return list(range(1, n_train)), list(range(n_train, n_frames))
+    lo, hi = n_frames - n_val, n_frames  # window [lo, hi)
+    if seg_frames and n_val > 0 and not any(lo <= t < hi for t in seg_frames):
+        ann = sorted(seg_frames)
+        k = max(1, round(len(ann) * val_fraction))
+        lo, hi = ann[-k], ann[-1] + 1
+    train = [t for t in range(1, n_frames) if not (lo <= t < hi or lo <= t - 1 < hi)]
+    return train, list(range(lo, hi))
 
 
 def keep_frames(seq: TrainingSequence, frames: slice) -> TrainingSequence:

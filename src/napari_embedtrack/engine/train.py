@@ -224,7 +224,7 @@ def train(
 
     train_frames, val_frames = [], []
     for s in sequences:
-        tr, va = D.split_frames(s.n_frames, cfg.val_fraction)
+        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames)
         train_frames.append(tr)
         val_frames.append(va)
     sampler = D.PairSampler(sequences, train_frames, card.crop_size, cfg.augment, cfg.seed)
