@@ -100,6 +100,7 @@ def run_train(args: argparse.Namespace) -> Path:
         lr=args.lr,
         val_fraction=args.val_fraction,
         val_every=args.val_every,
+        max_seconds=args.max_minutes * 60,
         seed=args.seed,
         device=args.device,
     )
@@ -264,8 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="tail fraction of each sequence held out for validation",
     )
-    tr.add_argument("--val-every", type=int, default=0,
-                    help="validate every N steps (default: once per epoch)")
+    tr.add_argument(
+        "--val-every", type=int, default=0, help="validate every N steps (default: once per epoch)"
+    )
+    tr.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="stop after this many minutes of training (0: no limit)",
+    )
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--crop-size", type=int, default=256)
     tr.add_argument("--lr", type=float, default=5e-4)

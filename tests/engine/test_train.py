@@ -181,7 +181,7 @@ def test_without_validation_frames_the_last_model_is_kept(tmp_path, sequence, ca
         sequence.ignore,
         sequence.parents,
         sequence.starts,
-        seg_frames=[0, 1, 2, 3],
+        seg_frames=[],
     )
     out = tmp_path / "noval"
     with caplog.at_level(logging.WARNING):
@@ -190,6 +190,16 @@ def test_without_validation_frames_the_last_model_is_kept(tmp_path, sequence, ca
     card = read_card(out)
     assert card.validation["step"] == 2
     assert "SEG_plain" not in card.validation
+
+
+def test_time_budget_stops_and_saves(tmp_path, sequence):
+    out = tmp_path / "budget"
+    _, records = _run(train([sequence], out, _config(steps=50, max_seconds=1e-6)))
+    assert _steps(records) == [1]
+    card = read_card(out)
+    assert card.training["steps"] == 1
+    assert card.training["total_steps"] == 50
+    assert (out / CHECKPOINT).is_file()
 
 
 # --------------------------------------------------------------------------- overfitting

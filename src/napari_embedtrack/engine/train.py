@@ -54,6 +54,8 @@ class TrainConfig:
         val_fraction: tail fraction of each sequence's frames held out for validation.
         val_every: validate every this many steps (0: once per epoch).
         checkpoint_every: save a checkpoint every this many steps.
+        max_seconds: stop (validate, save, checkpoint) after this much training time; 0: no
+            limit. The learning-rate schedule still spans ``steps``.
         seed: random seed (crops, augmentation, initialisation).
         device: auto, cpu, cuda or mps.
         amp: bf16 autocast on CPU / fp16 on CUDA (None: on where supported).
@@ -71,6 +73,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_every: int = 0
     checkpoint_every: int = 100
+    max_seconds: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None
@@ -299,7 +302,9 @@ def train(
         )
         card.validation = {
             **{k: round(v, 4) for k, v in metrics.items()},
-            "frames": f"last {cfg.val_fraction:.0%} of each training sequence",
+            "frames": {
+                s.name: f"{v[0]}-{v[-1]}" for s, v in zip(sequences, val_frames, strict=True) if v
+            },
             "step": step,
         }
 
@@ -342,7 +347,8 @@ def train(
                 **parts,
             }
             yield Progress(step, total, f"step {step}/{total} loss {running:.3f}", info)
-            is_val = step % val_every == 0 or step == total
+            timed_out = bool(cfg.max_seconds) and seconds >= cfg.max_seconds
+            is_val = step % val_every == 0 or step == total or timed_out
             if is_val:
                 metrics = validate(net, card, sequences, val_frames, device)
                 history.append(
@@ -361,6 +367,9 @@ def train(
                 )
             if is_val or step % cfg.checkpoint_every == 0:
                 save_checkpoint()
+            if timed_out:
+                log.info("time budget of %s s reached at step %s", cfg.max_seconds, step)
+                break
     except (KeyboardInterrupt, GeneratorExit):
         save_checkpoint()
         raise
