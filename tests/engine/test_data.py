@@ -362,3 +362,13 @@ def test_split_frames_moves_the_window_onto_sparse_annotations():
     assert 46 in train and 49 in train
     # annotations in the tail: the plain tail split
     assert D.split_frames(20, 0.1, [3, 19]) == D.split_frames(20, 0.1)
+
+
+def test_only_frames_makes_other_frames_unknown():
+    movie = make_movie(n_frames=5, shape=(48, 48), n_cells=2, seed=3)
+    seq = D.sequence_from_arrays("s", movie.image, movie.labels, movie.lineage)
+    sub = D.only_frames(seq, [1, 2])
+    assert sub.seg_frames == [1, 2]
+    assert sub.ignore[[0, 3, 4]].all() and not sub.seg[[0, 3, 4]].any()
+    np.testing.assert_array_equal(sub.seg[[1, 2]], seq.seg[[1, 2]])
+    np.testing.assert_array_equal(sub.ignore[[1, 2]], seq.ignore[[1, 2]])

@@ -565,3 +565,25 @@ def keep_frames(seq: TrainingSequence, frames: slice) -> TrainingSequence:
         starts={k: v - lo for k, v in seq.starts.items()},
         seg_frames=[t - lo for t in seq.seg_frames if lo <= t < lo + idx.size],
     )
+
+
+def only_frames(seq: TrainingSequence, frames: list[int]) -> TrainingSequence:
+    """The same sequence with labels kept only on ``frames``; every other frame is unknown.
+
+    This is what a person's corrections look like: a few annotated frames in a movie.
+    """
+    keep = np.zeros(seq.n_frames, bool)
+    keep[list(frames)] = True
+    drop = ~keep
+    seg, track, ignore = seq.seg.copy(), seq.track.copy(), seq.ignore.copy()
+    seg[drop], track[drop], ignore[drop] = 0, 0, True
+    return TrainingSequence(
+        name=f"{seq.name}{{{','.join(str(t) for t in frames)}}}",
+        image=seq.image,
+        seg=seg,
+        track=track,
+        ignore=ignore,
+        parents=seq.parents,
+        starts=seq.starts,
+        seg_frames=[t for t in seq.seg_frames if keep[t]],
+    )
