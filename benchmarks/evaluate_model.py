@@ -1,0 +1,55 @@
+"""Score a model with the official CTC metrics on a frame range of a CTC sequence.
+
+Predicts the frames (default settings of `embedtrack predict`: TTA on; `--no-tta` to skip),
+writes CTC results, writes the ground truth of the same frames (renumbered from 0), and
+prints SEG/DET/TRA from py-ctcmetrics plus the timing as one JSON object.
+
+    python benchmarks/evaluate_model.py --model Fluo-N2DH-SIM+ \
+        --data ../shared/data/ctc/Fluo-N2DH-SIM+ --frames 59:65 --out /tmp/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from napari_embedtrack import ctc
+from napari_embedtrack.cli import _frames, run_predict
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="CTC dataset folder (with 01 and 01_GT)")
+    p.add_argument("--seq", default="01")
+    p.add_argument("--frames", type=_frames, default=slice(None))
+    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+
+    data, out = Path(args.data), Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    gt = ctc.read_ground_truth(data / f"{args.seq}_GT")
+    start, stop, _ = args.frames.indices(gt.n_frames)
+    gt = gt.select_frames(start, stop)
+    ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
+    t0 = time.perf_counter()
+    result = run_predict(data / args.seq, args.model, out / "RES", tta=not args.no_tta,
+                         frames=args.frames, progress=False)
+    seconds = time.perf_counter() - t0
+    scores = ctc.evaluate(out / "GT", out / "RES")
+    print(json.dumps({
+        "model": args.model, "data": f"{data.name}/{args.seq}", "frames": f"{start}-{stop - 1}",
+        "tta": not args.no_tta, **{k: round(scores[k], 4) for k in ("SEG", "DET", "TRA")},
+        "tracks": int(len(result.lineage)), "gt_tracks": int(len(gt.lineage)),
+        "seconds_per_frame": round(seconds / (stop - start), 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
