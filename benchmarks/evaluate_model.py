@@ -39,16 +39,30 @@ def main() -> None:
     gt = gt.select_frames(start, stop)
     ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     t0 = time.perf_counter()
-    result = run_predict(data / args.seq, args.model, out / "RES", tta=not args.no_tta,
-                         frames=args.frames, progress=False)
+    result = run_predict(
+        data / args.seq,
+        args.model,
+        out / "RES",
+        tta=not args.no_tta,
+        frames=args.frames,
+        progress=False,
+    )
     seconds = time.perf_counter() - t0
     scores = ctc.evaluate(out / "GT", out / "RES")
-    print(json.dumps({
-        "model": args.model, "data": f"{data.name}/{args.seq}", "frames": f"{start}-{stop - 1}",
-        "tta": not args.no_tta, **{k: round(scores[k], 4) for k in ("SEG", "DET", "TRA")},
-        "tracks": int(len(result.lineage)), "gt_tracks": int(len(gt.lineage)),
-        "seconds_per_frame": round(seconds / (stop - start), 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "data": f"{data.name}/{args.seq}",
+                "frames": f"{start}-{stop - 1}",
+                "tta": not args.no_tta,
+                **{k: round(scores[k], 4) for k in ("SEG", "DET", "TRA")},
+                "tracks": len(result.lineage),
+                "gt_tracks": len(gt.lineage),
+                "seconds_per_frame": round(seconds / (stop - start), 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
