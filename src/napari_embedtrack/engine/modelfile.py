@@ -220,7 +220,7 @@ def list_models() -> list[ModelInfo]:
         if not root.is_dir():
             continue
         for d in sorted(root.iterdir()):
-            if (d / CARD).is_file():
+            if not d.name.startswith(".") and (d / CARD).is_file():
                 try:
                     out.append(ModelInfo(d.name, d, read_card(d), shipped))
                 except ModelFileError as err:

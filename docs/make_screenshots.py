@@ -1,0 +1,181 @@
+"""Make the screenshots of docs/user-guide.md in a real napari viewer.
+
+Run under a display (Xvfb on a server)::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--skip-finetune]
+
+It opens the synthetic sample, docks the track widget and runs it. With a shipped model
+(``src/napari_embedtrack/models``) the pictures show that model's result. Without one, the
+widget is run with a random-weight model on two frames (to show a real run), and the layers
+are then filled by re-clustering *ideal* network outputs made from the ground truth
+(``tests/engine/oracle.py``), so the pictures show what a good model's output looks like;
+the script prints which of the two it did. Then the fine-tune widget trains a few steps for
+the loss plot. Pictures go to ``docs/images/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import napari
+import numpy as np
+import torch
+from qtpy.QtCore import QEventLoop, QRect, QTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "docs" / "images"
+PLUGIN = "napari-embedtrack"
+
+
+def wait(signal, timeout_s: float = 900) -> None:
+    """Run the Qt event loop until ``signal`` fires."""
+    loop = QEventLoop()
+    signal.connect(loop.quit)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+
+
+def settle(ms: int = 500) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def random_model(folder: Path) -> Path:
+    from napari_embedtrack.engine.model import build_model
+    from napari_embedtrack.engine.modelfile import ModelCard, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name="random-demo", crop_size=64, grid_spacing=1 / 63, min_size=10)
+    return save_model(folder / "random-demo", build_model(), card).resolve()
+
+
+def oracle_record(widget, truth_labels, truth_lineage):
+    """A run record holding ideal outputs made from the ground truth."""
+    spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests/engine/oracle.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    from napari_embedtrack._widgets._state import RunRecord
+    from napari_embedtrack.engine.modelfile import ModelCard
+    from napari_embedtrack.engine.pipeline import default_cluster_params
+
+    card = ModelCard(name="ideal", crop_size=64, grid_spacing=1 / 63, min_size=10)
+    outputs = oracle.ideal_outputs(truth_labels, truth_lineage, card.grid_spacing)
+    n = truth_labels.shape[0]
+    return RunRecord(
+        source="synthetic movie", outputs=outputs, card=card,
+        params=default_cluster_params(card), first_frame=0, n_frames=n, is_2d=False,
+        labels=np.zeros(truth_labels.shape, np.uint32), lineage=np.zeros((0, 4), np.int64),
+    )  # fmt: skip
+
+
+def grab(widget, name: str) -> None:
+    """Save a dock widget's contents (without the empty space below them)."""
+    native = widget.native
+    height = min(native.height(), native.sizeHint().height())
+    native.grab(QRect(0, 0, native.width(), height)).save(str(IMAGES / name))
+
+
+def camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-finetune", action="store_true", help="no fine-tune picture")
+    args = parser.parse_args()
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="embedtrack-shots-"))
+    os.environ["EMBEDTRACK_MODELS"] = str(tmp)
+    from napari_embedtrack.engine.modelfile import list_models
+
+    shipped = [m for m in list_models() if m.shipped]
+    model = shipped[0].path if shipped else random_model(tmp)
+
+    viewer = napari.Viewer(title="napari-embedtrack")
+    viewer.window._qt_window.resize(1500, 950)
+    image, truth, truth_tracks = viewer.open_sample(PLUGIN, "synthetic")
+    _, track = viewer.window.add_plugin_dock_widget(PLUGIN, "Track cells (EmbedTrack)")
+    track._model.value = model
+    track._inspect.value = True
+    if not shipped:
+        track._last.value = 1
+    track.run()
+    wait(track.runner.done)
+    if not shipped:
+        print("no shipped model: showing a re-clustering of ideal outputs (see docstring)")
+        track.state.record = oracle_record(track, truth.data, _lineage(truth_tracks))
+        track._last.value = image.data.shape[0] - 1
+        track.recluster()
+        wait(track.runner.done)
+        track._show(track.state.record)
+    else:
+        print(f"shipped model {shipped[0].name}")
+    t, (y, x) = _first_division(truth_tracks)
+    viewer.dims.set_current_step(0, t)
+    for layer in viewer.layers:
+        layer.visible = layer.name in (
+            "synthetic movie", "synthetic movie [EmbedTrack]",
+            "synthetic movie tracks [EmbedTrack]",
+        )  # fmt: skip
+    viewer.reset_view()
+    settle()
+    viewer.screenshot(str(IMAGES / "track-widget.png"), canvas_only=False)
+
+    for layer in viewer.layers:
+        layer.visible = layer.name in (
+            "synthetic movie", "synthetic movie [EmbedTrack]",
+            "synthetic movie seediness [EmbedTrack]", "synthetic movie offsets [EmbedTrack]",
+        )  # fmt: skip
+    labels = viewer.layers["synthetic movie [EmbedTrack]"]
+    labels.contour, labels.opacity = 1, 1.0
+    viewer.layers["synthetic movie seediness [EmbedTrack]"].opacity = 0.5
+    viewer.layers["synthetic movie offsets [EmbedTrack]"].edge_width = 1.5
+    camera(viewer).center = (y, x)
+    camera(viewer).zoom = 5.0
+    settle()
+    viewer.screenshot(str(IMAGES / "inspection.png"), canvas_only=True)
+    grab(track, "track-panel.png")
+    if args.skip_finetune:
+        viewer.close()
+        return 0
+
+    _, tune = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune EmbedTrack")
+    tune._labels.value = viewer.layers["synthetic movie [EmbedTrack]"]
+    tune._tracks.value = viewer.layers["synthetic movie tracks [EmbedTrack]"]
+    tune._init.value = model
+    tune._steps.value, tune._batch.value, tune._device.value = 30, 1, "cpu"
+    tune._name.value = "synthetic-finetuned"
+    tune.start()
+    wait(tune.runner.done)
+    settle()
+    grab(tune, "finetune-widget.png")
+    viewer.close()
+    print("wrote", *sorted(p.name for p in IMAGES.glob("*.png")))
+    return 0
+
+
+def _lineage(tracks_layer):
+    from napari_embedtrack.ctc import tracks_to_lineage
+
+    return tracks_to_lineage(np.asarray(tracks_layer.data), tracks_layer.graph)
+
+
+def _first_division(tracks_layer) -> tuple[int, tuple[float, float]]:
+    """Frame where the first daughters appear, and a daughter's centroid there."""
+    lin = _lineage(tracks_layer)
+    daughter = lin[lin[:, 3] > 0][np.argmin(lin[lin[:, 3] > 0, 1])]
+    data = np.asarray(tracks_layer.data)
+    row = data[(data[:, 0] == daughter[0]) & (data[:, 1] == daughter[1])][0]
+    return int(daughter[1]), (float(row[2]), float(row[3]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

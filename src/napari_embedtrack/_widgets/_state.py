@@ -1,0 +1,174 @@
+"""What the track widget remembers between clicks: the loaded model and the last run.
+
+Kept apart from the Qt code so that it is the one place holding cached network outputs (for
+re-clustering and inspection layers) and the loaded network (not reloaded on every run).
+Only the most recent run is cached: network outputs take 7 float32 values per pixel and
+frame, about the size of seven copies of the movie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..ctc import lineage_to_tracks
+from ..engine.cluster import ClusterParams
+from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
+from ..engine.outputs import FrameOutput
+from ..engine.pipeline import retrack, track_movie
+from ..engine.predict import resolve_device
+from ..engine.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRecord:
+    """One tracking run of an input layer, with its cached network outputs.
+
+    Attributes:
+        source: name of the input Image layer.
+        outputs: network outputs of the frames done, first one = ``first_frame``.
+        card: card of the model that produced them.
+        params: clustering settings of ``labels``.
+        first_frame: index in the input layer of the first frame tracked.
+        n_frames: frames in the input layer (1 for a 2D image).
+        is_2d: the input was a single (Y, X) image.
+        labels: (n_done, Y, X) uint32 tracked labels of the frames done.
+        lineage: (N, 4) int64 ``[id, start, end, parent]``, frames relative to
+            ``first_frame``.
+        complete: False if the run was cancelled before its last frame.
+    """
+
+    source: str
+    outputs: list[FrameOutput]
+    card: ModelCard
+    params: ClusterParams
+    first_frame: int
+    n_frames: int
+    is_2d: bool
+    labels: np.ndarray
+    lineage: np.ndarray
+    complete: bool = True
+
+    @property
+    def n_done(self) -> int:
+        return int(self.labels.shape[0])
+
+    def full_labels(self) -> np.ndarray:
+        """Labels aligned with the input layer: (T, Y, X) uint32 (zeros outside the frames
+        tracked), or (Y, X) for a 2D input."""
+        if self.is_2d:
+            return self.labels[0]
+        full = np.zeros((self.n_frames, *self.labels.shape[1:]), np.uint32)
+        full[self.first_frame : self.first_frame + self.n_done] = self.labels
+        return full
+
+    def absolute_lineage(self) -> np.ndarray:
+        """The lineage with frame indices of the input layer."""
+        lin = self.lineage.copy()
+        lin[:, 1:3] += self.first_frame
+        return lin
+
+    def tracks(self) -> tuple[np.ndarray, dict[int, list[int]], dict[str, np.ndarray]]:
+        """napari Tracks data, graph and properties in the input layer's frame indices."""
+        data, graph, props = lineage_to_tracks(self.labels, self.lineage)
+        data[:, 1] += self.first_frame
+        return data, graph, props
+
+    @property
+    def n_divisions(self) -> int:
+        parents = self.lineage[:, 3]
+        _, counts = np.unique(parents[parents > 0], return_counts=True)
+        return int(np.count_nonzero(counts >= 2))
+
+    def summary(self) -> str:
+        frames = "1 image" if self.is_2d else f"{self.n_done} frame(s)"
+        cells = len(self.lineage)
+        text = f"{frames}: {cells} {'cells' if self.is_2d else 'tracks'}"
+        if not self.is_2d:
+            text += f", {self.n_divisions} division(s)"
+        if not self.complete:
+            text += f" (cancelled: frames {self.first_frame}-"
+            text += f"{self.first_frame + self.n_done - 1} only)"
+        return text
+
+
+class TrackingState:
+    """The loaded model (one, reused while path and device stay the same) and the last run."""
+
+    def __init__(self) -> None:
+        self._model: LoadedModel | None = None
+        self._model_key: tuple | None = None
+        self.record: RunRecord | None = None
+
+    def model(self, path: Path, device: str) -> LoadedModel:
+        """Load a model folder on a device, or reuse the one loaded last time."""
+        dev = resolve_device(device)
+        weights = Path(path) / WEIGHTS
+        mtime = weights.stat().st_mtime_ns if weights.is_file() else None
+        key = (str(Path(path).resolve()), str(dev), mtime)
+        if self._model is None or key != self._model_key:
+            log.info("loading model %s on %s", path, dev)
+            self._model = None  # free the old one first
+            self._model = load_model(path, device=dev)
+            self._model_key = key
+        return self._model
+
+    def track(
+        self,
+        movie: np.ndarray,
+        *,
+        source: str,
+        first_frame: int,
+        n_frames: int,
+        model_path: Path,
+        device: str,
+        tta: bool,
+        params: Callable[[ModelCard], ClusterParams],
+        should_stop: Callable[[], bool],
+    ) -> Generator[Progress, None, RunRecord]:
+        """Run the network on ``movie`` (a (T, Y, X) slice of the input, or (Y, X)).
+
+        ``params`` maps the model's card to the clustering settings (so that the grid spacing
+        always comes from the card). Runs in a worker thread; the caller stores the returned
+        record in :attr:`record` on the main thread.
+        """
+        yield Progress(0, 0, "loading model", {"frame": -1})
+        model = self.model(model_path, device)
+        cluster_params = params(model.card)
+        result = yield from track_movie(
+            movie,
+            model,
+            tta=tta,
+            device=device,
+            params=cluster_params,
+            keep_outputs=True,
+            should_stop=should_stop,
+        )
+        return RunRecord(
+            source=source,
+            outputs=result.outputs,
+            card=model.card,
+            params=cluster_params,
+            first_frame=first_frame,
+            n_frames=n_frames,
+            is_2d=movie.ndim == 2,
+            labels=result.labels,
+            lineage=result.lineage,
+            complete=result.complete,
+        )
+
+    def recluster(self, record: RunRecord, **changes) -> Generator[Progress, None, RunRecord]:
+        """Re-cluster and re-link a record's cached outputs with some settings changed
+        (``seed_threshold``, ``score_threshold``, ``min_size``)."""
+        params = dataclasses.replace(record.params, **changes)
+        result = yield from retrack(record.outputs, params)
+        return dataclasses.replace(
+            record, params=params, labels=result.labels, lineage=result.lineage
+        )

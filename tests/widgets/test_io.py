@@ -1,0 +1,108 @@
+"""npe2 contributions: readers, writer, sample data, widgets, manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from napari.layers import Image, Labels, Tracks
+from npe2 import PluginManifest
+
+from napari_embedtrack import _sample_data, ctc
+from napari_embedtrack._reader import get_movie_reader, get_tracks_reader
+from napari_embedtrack._writer import write_ctc_results
+from napari_embedtrack.synthetic import write_ctc
+
+PLUGIN = "napari-embedtrack"
+
+
+@pytest.fixture
+def dataset(tmp_path, movie):
+    """The movie as a CTC dataset: ``01`` and ``01_GT``."""
+    seq, gt = write_ctc(movie, tmp_path / "data", seq="01")
+    return seq, gt
+
+
+def test_manifest_is_valid():
+    manifest = PluginManifest.from_distribution(PLUGIN)
+    assert {w.display_name for w in manifest.contributions.widgets} == {
+        "Track cells (EmbedTrack)", "Fine-tune EmbedTrack"
+    }  # fmt: skip
+    manifest.validate_imports()  # every python_name imports
+
+
+def test_readers_return_none_for_other_paths(tmp_path, dataset):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(tmp_path / "zstack.tif", np.zeros((2, 3, 16, 16), np.uint8),
+                     imagej=True, metadata={"axes": "ZCYX"})  # fmt: skip
+    others = ["empty", "notes.txt", "missing", "missing.tif", "rgb.tif", "zstack.tif"]
+    for name in others:
+        assert get_movie_reader(str(tmp_path / name)) is None, name
+        assert get_tracks_reader(str(tmp_path / name)) is None, name
+    seq, gt = dataset
+    assert get_tracks_reader(str(seq)) is None
+    assert get_movie_reader(str(gt)) is None
+    assert get_movie_reader([str(seq), str(seq)]) is None
+
+
+def test_read_write_round_trip(make_napari_viewer, tmp_path, dataset, movie):
+    seq, gt = dataset
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(seq), plugin=PLUGIN)
+    assert isinstance(image, Image) and image.data.shape == (6, 96, 96)
+    assert image.name == "data 01"
+    for path in (gt, gt / "TRA", gt / "TRA" / "man_track.txt"):
+        layers = get_tracks_reader(str(path))(str(path))
+        assert [kind for *_, kind in layers] == ["labels", "tracks", "labels"]  # TRA, SEG
+    labels, tracks, seg = viewer.open(str(gt), plugin=PLUGIN)
+    assert isinstance(labels, Labels) and isinstance(tracks, Tracks)
+    np.testing.assert_array_equal(labels.data, movie.labels)
+    np.testing.assert_array_equal(seg.data, movie.labels)  # synthetic SEG: every frame
+    assert tracks.graph
+
+    res = tmp_path / "01_RES"
+    viewer.layers.selection = {labels, tracks}
+    written = viewer.layers.save(str(res), selected=True, plugin=PLUGIN)
+    assert written == [str(res)]
+    out_labels, out_lineage = ctc.read_results(res)
+    np.testing.assert_array_equal(out_labels, movie.labels)
+    np.testing.assert_array_equal(out_lineage, movie.lineage)
+
+    # a results folder is replaced; a folder with other files is not
+    write_ctc_results(str(res), [(labels.data, {}, "labels")])
+    assert (ctc.read_results(res)[1][:, 3] == 0).all()  # no tracks: no parents
+    with pytest.raises(FileExistsError, match="not a CTC results folder"):
+        write_ctc_results(str(seq), [(labels.data, {}, "labels")])
+    layers = get_tracks_reader(str(res))(str(res))
+    assert [kind for *_, kind in layers] == ["labels", "tracks"]
+
+
+def test_movie_reader_tiff_stack_and_single_image(tmp_path, movie):
+    stack = (movie.image * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "one.tif", stack[0])
+    stack_path, one_path = str(tmp_path / "stack.tif"), str(tmp_path / "one.tif")
+    ((data, meta, kind),) = get_movie_reader(stack_path)(stack_path)
+    assert kind == "image" and data.shape == (6, 96, 96) and meta["name"] == "stack"
+    ((data, _, _),) = get_movie_reader(one_path)(one_path)
+    assert data.shape == (96, 96)
+
+
+def test_sample_data_and_widgets_through_napari(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, "synthetic")
+    assert [type(ly).__name__ for ly in layers] == ["Image", "Labels", "Tracks"]
+    assert layers[0].data.ndim == 3
+    for name in ("Track cells (EmbedTrack)", "Fine-tune EmbedTrack"):
+        _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        assert widget._image.value is layers[0]
+    assert tiny_model in widget._init.choices
+
+
+def test_bundled_clip():
+    if not (_sample_data.SIM_CLIP / "01").is_dir():
+        pytest.skip("the bundled clip is not in this checkout")
+    layers = _sample_data.sim_clip()
+    assert layers[0][2] == "image" and layers[0][0].ndim == 3

@@ -1,0 +1,217 @@
+"""The track widget in a real viewer: run, cancel, re-cluster, inspection layers, messages."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels, Tracks, Vectors
+
+from napari_embedtrack._widgets import TrackWidget
+from napari_embedtrack._widgets._layers import tag_of
+from napari_embedtrack._widgets._state import RunRecord
+from napari_embedtrack.engine.modelfile import ModelCard
+from napari_embedtrack.engine.outputs import FrameOutput
+from napari_embedtrack.engine.pipeline import default_cluster_params
+
+TIMEOUT = 120_000  # ms; the CPU is shared with other jobs
+
+
+@pytest.fixture
+def setup(make_napari_viewer, movie):
+    """A viewer with the movie as layer "movie" and a docked track widget."""
+
+    def make(image=None, name="movie"):
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(movie.image if image is None else image, name=name)
+        widget = TrackWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        return viewer, widget, layer
+
+    return make
+
+
+def run(qtbot, widget):
+    with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT) as blocker:
+        assert widget.run() is not None
+    return blocker.args[0]
+
+
+def own_layers(viewer, kind):
+    return [ly for ly in viewer.layers if (tag_of(ly) or {}).get("kind") == kind]
+
+
+def assert_tracks_match_labels(labels: np.ndarray, tracks: Tracks) -> None:
+    data = np.asarray(tracks.data)
+    for t, frame in enumerate(labels):
+        ids = set(np.unique(frame).tolist()) - {0}
+        assert ids == set(data[data[:, 1] == t, 0].astype(int).tolist()), f"frame {t}"
+
+
+def test_track_end_to_end(qtbot, setup, tiny_model):
+    viewer, widget, _ = setup()
+    widget._model.value = tiny_model
+    widget._inspect.value = True
+    record = run(qtbot, widget)
+
+    assert record is widget.state.record and record.complete
+    labels = viewer.layers["movie [EmbedTrack]"]
+    assert isinstance(labels, Labels)
+    assert labels.data.shape == (6, 96, 96)
+    assert labels.metadata["embedtrack"] == {"source": "movie", "kind": "labels"}
+    assert labels.data.max() > 0
+    tracks = viewer.layers["movie tracks [EmbedTrack]"]
+    assert isinstance(tracks, Tracks)
+    assert_tracks_match_labels(labels.data, tracks)
+    for kind in ("seediness", "bandwidth y", "bandwidth x"):
+        layer = viewer.layers[f"movie {kind} [EmbedTrack]"]
+        assert isinstance(layer, Image) and layer.data.shape == (6, 96, 96)
+    for kind in ("offsets", "track offsets"):
+        vectors = viewer.layers[f"movie {kind} [EmbedTrack]"]
+        assert isinstance(vectors, Vectors)
+        assert vectors.data.ndim == 3 and vectors.data.shape[1:] == (2, 3)
+        assert np.all(vectors.data[:, 1, 0] == 0)  # arrows stay in their frame
+    assert widget._run.enabled and not widget._cancel.enabled
+    assert "tracks" in widget._status.value
+
+    widget._inspect.value = False  # removes the inspection layers, keeps the result
+    assert [ly.name for ly in viewer.layers] == [
+        "movie", "movie [EmbedTrack]", "movie tracks [EmbedTrack]"
+    ]  # fmt: skip
+
+
+def test_rerun_replaces_own_layers_only(qtbot, setup, tiny_model):
+    viewer, widget, _ = setup()
+    user = viewer.add_labels(np.zeros((6, 96, 96), np.uint8), name="movie [EmbedTrack]")
+    widget._model.value = tiny_model
+    widget._first.value, widget._last.value = 1, 2
+    run(qtbot, widget)
+    (own,) = own_layers(viewer, "labels")
+    assert own is not user and own.name != user.name
+    assert own.data.shape == (6, 96, 96)
+    assert own.data[[0, 3, 4, 5]].max() == 0  # outside the frame range
+    n_layers = len(viewer.layers)
+
+    widget._first.value, widget._last.value = 3, 4
+    run(qtbot, widget)
+    assert own_layers(viewer, "labels") == [own]  # updated in place
+    assert len(viewer.layers) == n_layers
+    assert own.data[[0, 1, 2, 5]].max() == 0
+    (tracks,) = own_layers(viewer, "tracks")
+    assert set(np.unique(tracks.data[:, 1])) <= {3, 4}
+    assert_tracks_match_labels(own.data, tracks)
+    assert user.data.max() == 0 and user.name == "movie [EmbedTrack]"
+
+
+def test_edited_labels_become_the_users(qtbot, setup, tiny_model):
+    viewer, widget, _ = setup()
+    widget._model.value = tiny_model
+    widget._first.value, widget._last.value = 0, 1
+    run(qtbot, widget)
+    (own,) = own_layers(viewer, "labels")
+    own.paint((0, 10, 10), 999)
+    assert tag_of(own)["edited"]
+    run(qtbot, widget)
+    labels = own_layers(viewer, "labels")
+    assert len(labels) == 2 and labels[0] is own
+    assert own.data[0, 10, 10] == 999
+
+
+def test_cancel_keeps_a_consistent_partial_result(qtbot, setup, tiny_model):
+    viewer, widget, _ = setup()
+    widget._model.value = tiny_model
+    with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT):
+        worker = widget.run()
+        worker.yielded.connect(lambda p: p.info.get("frame") == 0 and widget.cancel())
+    record = widget.state.record
+    assert not record.complete and 1 <= record.n_done < 6
+    labels = viewer.layers["movie [EmbedTrack]"]
+    assert labels.data.shape == (6, 96, 96)
+    assert labels.data[record.n_done :].max() == 0
+    assert record.lineage[:, 2].max() < record.n_done
+    if "movie tracks [EmbedTrack]" in viewer.layers:
+        assert_tracks_match_labels(labels.data, viewer.layers["movie tracks [EmbedTrack]"])
+    assert "cancelled" in widget._status.value
+    assert widget._run.enabled and not widget._cancel.enabled
+
+
+def _dimmed(outputs: list[FrameOutput], gt: np.ndarray) -> list[FrameOutput]:
+    """Ideal outputs with seediness 0.6 instead of 1 in cells with an odd id."""
+    out = []
+    for o, lab in zip(outputs, gt, strict=True):
+        seed = o.seediness.copy()
+        seed[(lab % 2 == 1) & (lab > 0)] = 0.6
+        out.append(dataclasses.replace(o, seediness=seed))
+    return out
+
+
+def test_recluster_from_cached_outputs(qtbot, setup, oracle, movie):
+    gt, lineage = oracle.simplify_ground_truth(movie.labels, movie.lineage)
+    assert np.count_nonzero(lineage[:, 3]) >= 2  # a division
+    card = ModelCard(crop_size=64, grid_spacing=1 / 63, min_size=10)
+    outputs = _dimmed(oracle.ideal_outputs(gt, lineage, card.grid_spacing), gt)
+    viewer, widget, _ = setup()
+    widget._seed.value, widget._score.value, widget._min_size.value = 0.5, 0.5, 5
+    widget.state.record = RunRecord(
+        source="movie", outputs=outputs, card=card, params=default_cluster_params(card),
+        first_frame=0, n_frames=6, is_2d=False, labels=np.zeros((6, 96, 96), np.uint32),
+        lineage=np.zeros((0, 4), np.int64),
+    )  # fmt: skip
+    with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT):
+        widget.recluster()
+    labels = viewer.layers["movie [EmbedTrack]"]
+    tracks = viewer.layers["movie tracks [EmbedTrack]"]
+    record = widget.state.record
+    oracle.assert_same_tracking(labels.data, record.lineage, gt, lineage)
+    assert_tracks_match_labels(labels.data, tracks)
+    parents = [p for c, (p,) in tracks.graph.items()]
+    assert any(parents.count(p) == 2 for p in parents), tracks.graph  # the division
+
+    # a higher seediness threshold drops the dimmed (odd) cells; the timer triggers it
+    with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT):
+        widget._seed.value = 0.7
+    assert widget.state.record.params.seed_threshold == pytest.approx(0.7)
+    kept = labels.data > 0
+    assert kept.any() and not np.array_equal(kept, gt > 0)
+    assert np.all(gt[kept] % 2 == 0)
+    assert np.array_equal(kept, (gt > 0) & (gt % 2 == 0))
+    assert_tracks_match_labels(labels.data, tracks)
+
+
+def test_single_image_gives_segmentation_only(qtbot, setup, tiny_model, movie):
+    viewer, widget, _ = setup(image=movie.image[0], name="frame")
+    widget._model.value = tiny_model
+    assert not widget._first.enabled
+    run(qtbot, widget)
+    labels = viewer.layers["frame [EmbedTrack]"]
+    assert labels.data.shape == (96, 96)
+    assert "frame tracks [EmbedTrack]" not in viewer.layers
+
+
+def test_bad_inputs_give_messages(qtbot, make_napari_viewer, tiny_model, tmp_path, errors, movie):
+    viewer = make_napari_viewer()
+    widget = TrackWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._model.value = tiny_model
+    assert widget.run() is None
+    assert "choose an image layer" in errors()[-1]
+
+    widget._image.value = viewer.add_image(np.zeros((2, 3, 32, 32)), name="4d")
+    assert widget.run() is None
+    assert "expected a (T, Y, X) movie" in errors()[-1]
+
+    widget._image.value = viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="c")
+    assert widget.run() is None
+    assert "RGB" in errors()[-1]
+
+    assert not widget.load_model_folder(tmp_path)
+    assert "not a model folder" in errors()[-1]
+
+    bad = movie.image.copy()
+    bad[0, 5, 5] = np.nan
+    widget._image.value = viewer.add_image(bad, name="nan")
+    run(qtbot, widget)
+    assert "NaN" in errors()[-1] and "frame 0" in errors()[-1]
+    assert widget.state.record is None and "nan [EmbedTrack]" not in viewer.layers
+    assert widget._run.enabled
