@@ -114,6 +114,7 @@ def save_model(
         os.close(fd)
         try:
             write(Path(tmp))
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are shared files
             os.replace(tmp, out_dir / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

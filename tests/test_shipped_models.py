@@ -1,0 +1,53 @@
+"""Regression floors for the shipped models on the bundled clip (SIM+ 01, frames 50-64).
+
+Each shipped model predicts the first frames of the clip (no TTA, to keep the suite fast) and
+must score at least a floor a little under the figure measured when it was committed
+(docs/models.md). A broken engine change or damaged weights fail here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from napari_embedtrack import ctc
+from napari_embedtrack.cli import SAMPLE_DIR, run_predict
+from napari_embedtrack.engine.modelfile import SHIPPED_DIR, list_models, load_model
+
+N_FRAMES = 6
+
+# model -> (SEG floor, TRA floor) on clip frames 0-5, no TTA; measured at commit time
+# (docs/models.md): Fluo-N2DH-SIM+ SEG 0.770, TRA 0.970
+FLOORS = {
+    "Fluo-N2DH-SIM+": (0.74, 0.94),
+}
+
+
+def test_every_shipped_model_has_a_floor_and_loads():
+    shipped = sorted(m.name for m in list_models() if m.shipped)
+    assert shipped, f"no shipped model in {SHIPPED_DIR}"
+    assert set(FLOORS) == set(shipped)
+    for name in shipped:
+        card = load_model(name).card
+        assert card.name == name
+        assert card.training.get("data"), f"{name}: card lacks training data"
+        assert card.validation, f"{name}: card lacks validation figures"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_shipped_model_scores_on_the_clip(name, tmp_path: Path):
+    seg_floor, tra_floor = FLOORS[name]
+    gt = ctc.read_ground_truth(SAMPLE_DIR / "01_GT").select_frames(0, N_FRAMES)
+    ctc.write_ground_truth(tmp_path / "GT", gt.tra, gt.lineage, gt.seg)
+    run_predict(
+        SAMPLE_DIR / "01",
+        name,
+        tmp_path / "RES",
+        tta=False,
+        frames=slice(0, N_FRAMES),
+        progress=False,
+    )
+    scores = ctc.evaluate(tmp_path / "GT", tmp_path / "RES")
+    assert scores["SEG"] >= seg_floor
+    assert scores["TRA"] >= tra_floor
