@@ -15,15 +15,6 @@ from napari_embedtrack.engine.model import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def net() -> EmbedTrackNet:
     """A model with random (non-zero) heads, in eval mode."""

@@ -13,14 +13,6 @@ from napari_embedtrack.engine import modelfile as M
 from napari_embedtrack.engine.model import EmbedTrackNet, build_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained_like() -> EmbedTrackNet:
     """A model with non-trivial weights and batch-norm statistics (as after training)."""

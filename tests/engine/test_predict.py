@@ -26,15 +26,6 @@ GRID = 1 / (CROP - 1)
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a busy machine (10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model() -> EmbedTrackNet:
     """A random EmbedTrackNet whose heads give non-trivial offsets (not the zero init)."""

@@ -21,15 +21,6 @@ from napari_embedtrack.engine.train import CHECKPOINT, HISTORY, TrainConfig, tra
 from napari_embedtrack.synthetic import make_movie
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def sequence() -> D.TrainingSequence:
     """5 frames of 64x64 with full labels: training pairs t = 1..3, validation frame 4."""
