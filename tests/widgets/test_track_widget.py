@@ -72,8 +72,11 @@ def test_track_end_to_end(qtbot, setup, tiny_model):
         assert isinstance(vectors, Vectors)
         assert vectors.data.ndim == 3 and vectors.data.shape[1:] == (2, 3)
         assert np.all(vectors.data[:, 1, 0] == 0)  # arrows stay in their frame
+    # choosing the model resets the thresholds; when that lands after the run, the result is
+    # re-clustered once more: either way the status ends on the result's summary
+    qtbot.waitUntil(lambda: "tracks" in widget._status.value, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=TIMEOUT)
     assert widget._run.enabled and not widget._cancel.enabled
-    assert "tracks" in widget._status.value
 
     widget._inspect.value = False  # removes the inspection layers, keeps the result
     assert [ly.name for ly in viewer.layers] == [

@@ -59,6 +59,7 @@ class TaskRunner(QObject):
         self.worker: GeneratorWorker | None = None
         self._pbar: progress | None = None
         self._result: Any = None
+        self._returned = False
 
     @property
     def running(self) -> bool:
@@ -76,6 +77,7 @@ class TaskRunner(QObject):
         if self.worker is not None:
             raise RuntimeError("a task is already running")
         self._result = None
+        self._returned = False
         self._desc = desc
         self._pbar = progress(total=0, desc=desc)
         self._bar.min, self._bar.max, self._bar.value = 0, 0, 0
@@ -94,7 +96,8 @@ class TaskRunner(QObject):
             self.worker.quit()
 
     def _on_yield(self, p: Progress, on_progress: Callable | None) -> None:
-        if not isinstance(p, Progress):
+        # a progress record delivered after the result must not overwrite the final status
+        if not isinstance(p, Progress) or self._returned:
             return
         if p.total:
             if self._bar.max != p.total:
@@ -112,6 +115,7 @@ class TaskRunner(QObject):
             on_progress(p)
 
     def _on_return(self, result: Any, on_result: Callable[[Any], None]) -> None:
+        self._returned = True
         if isinstance(result, Failed):
             self._status.value = f"failed: {result.message}"
             show_error(f"EmbedTrack: {result.message}")
