@@ -54,6 +54,7 @@ def run_predict(
     from .engine.modelfile import load_model
     from .engine.pipeline import track_movie
     from .engine.predict import resolve_device, save_outputs
+    from .engine.progress import run
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -68,16 +69,14 @@ def run_predict(
     loaded = load_model(model, device=dev)
     gen = track_movie(movie, loaded, tta=tta, device=dev, keep_outputs=save_embeddings is not None)
     bar = _tqdm(movie.shape[0], "predict", "frame") if progress else None
+
+    def show(p) -> None:
+        if bar is not None and p.done:
+            bar.update(p.done - bar.n)
+            bar.set_postfix(cells=p.info.get("n_cells", 0))
+
     try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if bar is not None and p.done:
-                bar.update(p.done - bar.n)
-                bar.set_postfix(cells=p.info.get("n_cells", 0))
+        result = run(gen, show)
     finally:
         if bar is not None:
             bar.close()

@@ -596,6 +596,21 @@ class GroundTruth:
         return GroundTruth(tra=tra, seg=seg, lineage=lineage)
 
 
+def _read_tracked_masks(
+    folder: Path, pattern, what: str, track_name: str, require_full: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numbered masks (T, Y, X) uint16 of ``folder`` and its lineage file, checked together."""
+    track_file = folder / track_name
+    lineage = read_lineage(track_file)
+    files = [p for _, p in _numbered_files(folder, pattern, what)]
+    masks = _stack_frames(files, integer=True).astype(np.uint16, copy=False)
+    frame_ids = [_present_ids(frame) for frame in masks]
+    _check_masks_against_lineage(
+        frame_ids, lineage, lambda t: files[t], str(track_file), require_full=require_full
+    )
+    return masks, lineage
+
+
 def read_ground_truth(gt_dir: PathLike) -> GroundTruth:
     """Read a CTC ground-truth folder (``<seq>_GT``).
 
@@ -623,13 +638,8 @@ def read_ground_truth(gt_dir: PathLike) -> GroundTruth:
     tra_dir = gt_dir / "TRA"
     if not tra_dir.is_dir():
         raise CTCFormatError(f"{tra_dir}: missing; expected TRA/man_trackNNN.tif markers")
-    track_file = tra_dir / "man_track.txt"
-    lineage = read_lineage(track_file)
-    files = [p for _, p in _numbered_files(tra_dir, _TRA_RE, "man_trackNNN.tif")]
-    tra = _stack_frames(files, integer=True).astype(np.uint16, copy=False)
-    frame_ids = [_present_ids(frame) for frame in tra]
-    _check_masks_against_lineage(
-        frame_ids, lineage, lambda t: files[t], str(track_file), require_full=False
+    tra, lineage = _read_tracked_masks(
+        tra_dir, _TRA_RE, "man_trackNNN.tif", "man_track.txt", require_full=False
     )
     seg: dict[int, np.ndarray] = {}
     seg_dir = gt_dir / "SEG"
@@ -683,13 +693,8 @@ def read_results(res_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
     res_dir = Path(res_dir)
     if not res_dir.is_dir():
         raise CTCFormatError(f"{res_dir}: no such folder; expected a CTC results folder")
-    track_file = res_dir / "res_track.txt"
-    lineage = read_lineage(track_file)
-    files = [p for _, p in _numbered_files(res_dir, _MASK_RE, "maskNNN.tif")]
-    labels = _stack_frames(files, integer=True).astype(np.uint16, copy=False)
-    frame_ids = [_present_ids(frame) for frame in labels]
-    _check_masks_against_lineage(
-        frame_ids, lineage, lambda t: files[t], str(track_file), require_full=True
+    labels, lineage = _read_tracked_masks(
+        res_dir, _MASK_RE, "maskNNN.tif", "res_track.txt", require_full=True
     )
     return labels, lineage
 
