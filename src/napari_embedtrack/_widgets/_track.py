@@ -273,8 +273,14 @@ class TrackWidget(Container):
 
     # ------------------------------------------------------------------ re-cluster
     def _on_threshold(self, _value=None) -> None:
-        if not self._blocked and self.state.record is not None:
-            self._timer.start()
+        record = self.state.record
+        if self._blocked or record is None:
+            return
+        p = record.params
+        current = (self._seed.value, self._score.value, self._min_size.value)
+        if current == (p.seed_threshold, p.score_threshold, p.min_size):
+            return  # nothing changed (e.g. a late reset to the values the run used)
+        self._timer.start()
 
     def recluster(self) -> GeneratorWorker | None:
         """Re-cluster the last run's cached outputs with the current thresholds."""
