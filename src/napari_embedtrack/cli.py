@@ -30,6 +30,12 @@ def _frames(text: str | None) -> slice:
         ) from None
 
 
+def _window(frames: slice | None) -> tuple[int, int] | None:
+    if frames is None:
+        return None
+    return (frames.start or 0, frames.stop if frames.stop is not None else 10**9)
+
+
 def _tqdm(total: int, desc: str, unit: str):
     from tqdm.auto import tqdm
 
@@ -98,6 +104,7 @@ def run_train(args: argparse.Namespace) -> Path:
         crop_size=args.crop_size,
         lr=args.lr,
         val_fraction=args.val_fraction,
+        val_window=_window(args.val_frames),
         val_every=args.val_every,
         max_seconds=args.max_minutes * 60,
         seed=args.seed,
@@ -263,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="tail fraction of each sequence held out for validation",
+    )
+    tr.add_argument(
+        "--val-frames",
+        type=_frames,
+        default=None,
+        help="START:STOP: validate on these frames of each sequence instead of the tail "
+        "(e.g. a stretch with many annotated cells)",
     )
     tr.add_argument(
         "--val-every", type=int, default=0, help="validate every N steps (default: once per epoch)"

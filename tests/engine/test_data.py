@@ -364,6 +364,16 @@ def test_split_frames_moves_the_window_onto_sparse_annotations():
     assert D.split_frames(20, 0.1, [3, 19]) == D.split_frames(20, 0.1)
 
 
+def test_split_frames_explicit_window():
+    train, val = D.split_frames(92, 0.1, [2, 33, 47], window=(31, 36))
+    assert val == [31, 32, 33, 34, 35]
+    assert 31 not in train and 36 not in train  # 36's partner 35 is held out
+    assert 30 in train and 37 in train and 91 in train
+    assert D.split_frames(10, 0.5, window=(8, 100))[1] == [8, 9]  # clipped to the movie
+    with pytest.raises(ValueError, match="outside the 10 frames"):
+        D.split_frames(10, 0.1, window=(12, 15))
+
+
 def test_only_frames_makes_other_frames_unknown():
     movie = make_movie(n_frames=5, shape=(48, 48), n_cells=2, seed=3)
     seq = D.sequence_from_arrays("s", movie.image, movie.labels, movie.lineage)

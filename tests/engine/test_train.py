@@ -162,6 +162,14 @@ def test_fine_tuning_keeps_card_geometry(tmp_path, sequence, tiny_model):
     load_model(result)
 
 
+def test_validation_window_is_recorded(tmp_path, sequence):
+    out = tmp_path / "window"
+    _run(train([sequence], out, _config(steps=1, val_every=1, val_window=(1, 3))))
+    card = read_card(out)
+    assert card.validation["frames"] == {"synthetic": "1-2"}
+    assert list(card.training["config"]["val_window"]) == [1, 3]
+
+
 def test_without_validation_frames_the_last_model_is_kept(tmp_path, sequence, caplog):
     """No masks in the held-out frames: there is no score, the last model is written."""
     seq = D.TrainingSequence(

@@ -523,7 +523,10 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def split_frames(
-    n_frames: int, val_fraction: float, seg_frames: list[int] | None = None
+    n_frames: int,
+    val_fraction: float,
+    seg_frames: list[int] | None = None,
+    window: tuple[int, int] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Training pairs and validation frames of one sequence; pairs never straddle the split.
 
@@ -531,12 +534,21 @@ def split_frames(
     frames with full masks) is given and none of them lies in that tail (sparse annotations,
     e.g. GOWT1 01 has masks only in frames 2-47), the window is instead the span of the last
     ``val_fraction`` of the annotated frames (at least one), and training uses the frames on
-    both sides of it.
+    both sides of it. ``window=(start, stop)`` chooses the validation frames explicitly
+    (clipped to the sequence; ``val_fraction`` is then unused).
 
     Returns:
         frames t usable as the later frame of a training pair (t-1 and t both outside the
         window), and the validation frames.
     """
+    if window is not None:
+        lo, hi = max(0, int(window[0])), min(n_frames, int(window[1]))
+        if lo >= hi:
+            raise ValueError(
+                f"validation frames {window[0]}:{window[1]} lie outside the {n_frames} frames"
+            )
+        train = [t for t in range(1, n_frames) if not (lo <= t < hi or lo <= t - 1 < hi)]
+        return train, list(range(lo, hi))
     n_val = round(n_frames * val_fraction)
     lo, hi = n_frames - n_val, n_frames  # window [lo, hi)
     if seg_frames and n_val > 0 and not any(lo <= t < hi for t in seg_frames):

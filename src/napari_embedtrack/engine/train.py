@@ -52,6 +52,8 @@ class TrainConfig:
         lr: peak learning rate of the one-cycle schedule (Adam).
         weight_decay: Adam weight decay.
         val_fraction: tail fraction of each sequence's frames held out for validation.
+        val_window: (start, stop) frames held out for validation in every sequence instead
+            of the tail (e.g. a stretch with many annotated cells); None: use the tail.
         val_every: validate every this many steps (0: once per epoch).
         checkpoint_every: save a checkpoint every this many steps.
         max_seconds: stop (validate, save, checkpoint) after this much training time; 0: no
@@ -71,6 +73,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
+    val_window: tuple[int, int] | None = None
     val_every: int = 0
     checkpoint_every: int = 100
     max_seconds: float = 0.0
@@ -221,13 +224,14 @@ def train(
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
-    card.min_size = _min_size(sequences) if init is None else card.min_size
+    if init is None or any(s.seg_frames for s in sequences):
+        card.min_size = _min_size(sequences)  # from the masks the model is trained on
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
     train_frames, val_frames = [], []
     for s in sequences:
-        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames)
+        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
         train_frames.append(tr)
         val_frames.append(va)
     sampler = D.PairSampler(sequences, train_frames, card.crop_size, cfg.augment, cfg.seed)
