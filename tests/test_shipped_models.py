@@ -1,8 +1,9 @@
-"""Regression floors for the shipped models on the bundled clip (SIM+ 01, frames 50-64).
+"""Regression floors for the shipped models on the bundled clips of their datasets.
 
-Each shipped model predicts the first frames of the clip (no TTA, to keep the suite fast) and
-must score at least a floor a little under the figure measured when it was committed
-(docs/models.md). A broken engine change or damaged weights fail here.
+Each shipped model predicts the first frames of its dataset's clip (``_sample_data.CLIPS``; no
+TTA, to keep the suite fast) and must score at least a floor a little under the figure
+measured when it was committed (docs/models.md). A broken engine change or damaged weights
+fail here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from napari_embedtrack import ctc
-from napari_embedtrack.cli import SAMPLE_DIR, run_predict
+from napari_embedtrack._sample_data import CLIPS
+from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.modelfile import SHIPPED_DIR, list_models, load_model
 
 N_FRAMES = 6
@@ -28,6 +30,7 @@ def test_every_shipped_model_has_a_floor_and_loads():
     shipped = sorted(m.name for m in list_models() if m.shipped)
     assert shipped, f"no shipped model in {SHIPPED_DIR}"
     assert set(FLOORS) == set(shipped)
+    assert set(shipped) <= set(CLIPS), "every shipped model needs a clip of its dataset"
     for name in shipped:
         card = load_model(name).card
         assert card.name == name
@@ -38,10 +41,11 @@ def test_every_shipped_model_has_a_floor_and_loads():
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_model_scores_on_the_clip(name, tmp_path: Path):
     seg_floor, tra_floor = FLOORS[name]
-    gt = ctc.read_ground_truth(SAMPLE_DIR / "01_GT").select_frames(0, N_FRAMES)
+    clip = CLIPS[name]
+    gt = ctc.read_ground_truth(clip / "01_GT").select_frames(0, N_FRAMES)
     ctc.write_ground_truth(tmp_path / "GT", gt.tra, gt.lineage, gt.seg)
     run_predict(
-        SAMPLE_DIR / "01",
+        clip / "01",
         name,
         tmp_path / "RES",
         tta=False,

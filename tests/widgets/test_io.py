@@ -101,8 +101,10 @@ def test_sample_data_and_widgets_through_napari(make_napari_viewer, tiny_model):
     assert tiny_model in widget._init.choices
 
 
-def test_bundled_clip():
-    if not (_sample_data.SIM_CLIP / "01").is_dir():
-        pytest.skip("the bundled clip is not in this checkout")
-    layers = _sample_data.sim_clip()
-    assert layers[0][2] == "image" and layers[0][0].ndim == 3
+@pytest.mark.parametrize("key", ["sim_clip", "gowt1_clip", "msc_clip"])
+def test_bundled_clips(key):
+    layers = getattr(_sample_data, key)()
+    assert [kind for _, _, kind in layers] == ["image", "labels", "tracks"]
+    movie, labels = layers[0][0], layers[1][0]
+    assert movie.ndim == 3 and movie.shape == labels.shape
+    assert labels.max() > 0 and len(layers[2][0]) > 0
