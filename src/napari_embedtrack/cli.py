@@ -149,13 +149,22 @@ def run_models() -> list[dict]:
 
     rows = []
     for m in list_models():
-        val = {k: v for k, v in m.card.validation.items() if isinstance(v, float)}
+        v = m.card.validation
+        val = {k: x for k, x in v.items() if isinstance(x, float)}
+        frames = "; ".join(f"{k} frames {x}" for k, x in v.get("frames", {}).items())
+        text = ", ".join(f"{k} {x:.3f}" for k, x in val.items()) or "-"
+        if frames:
+            text += f" ({frames})"
+        ctc = v.get("ctc")  # official scores measured when the model was shipped
+        if isinstance(ctc, dict):
+            scores = ", ".join(f"{k} {ctc[k]:.3f}" for k in ("SEG", "DET", "TRA") if k in ctc)
+            text += f"; CTC {scores} ({ctc.get('settings', '')})"
         rows.append(
             {
                 "name": m.name,
                 "kind": "shipped" if m.shipped else "user",
                 "trained on": ", ".join(m.card.training.get("data", [])) or "?",
-                "validation": ", ".join(f"{k} {v:.3f}" for k, v in val.items()) or "-",
+                "validation": text,
                 "path": str(m.path),
             }
         )
