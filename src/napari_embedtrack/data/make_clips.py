@@ -9,9 +9,10 @@ Methods 2023), cropped. Which of their frames each shipped model trained on:
 
 - ``sim_clip``: Fluo-N2DH-SIM+ frames 50-64; 50-58 lie in the SIM+ model's training range,
   59-64 are its validation frames.
-- ``gowt1_clip``: Fluo-N2DH-GOWT1 frames 31-35 (two frames with 24 annotated cells): the
-  GOWT1 model's validation frames, held out from its training.
-- ``msc_clip``: Fluo-C2DL-MSC frames 43-47: the MSC model's validation frames.
+- ``gowt1_clip``: Fluo-N2DH-GOWT1 frames 31-35 (31 and 33 have masks for every cell): frame
+  33 is the GOWT1 model's held-out validation frame, the others are in its training range.
+- ``msc_clip``: Fluo-C2DL-MSC frames 43-47: the tail of the movie, held out for validation
+  when an MSC model is trained with the default split.
 """
 
 import shutil
