@@ -96,7 +96,10 @@ def main() -> int:
     os.environ["EMBEDTRACK_MODELS"] = str(tmp)
     from napari_embedtrack.engine.modelfile import list_models
 
-    shipped = [m for m in list_models() if m.shipped]
+    # the pictures show the SIM+ model (the synthetic sample looks like its data)
+    shipped = sorted(
+        (m for m in list_models() if m.shipped), key=lambda m: m.name != "Fluo-N2DH-SIM+"
+    )
     model = shipped[0].path if shipped else random_model(tmp)
 
     viewer = napari.Viewer(title="napari-embedtrack")
