@@ -15,7 +15,6 @@ CLIPS = {
     "Fluo-N2DH-GOWT1": _DATA / "gowt1_clip",
     "Fluo-C2DL-MSC": _DATA / "msc_clip",
 }
-SIM_CLIP = CLIPS["Fluo-N2DH-SIM+"]
 
 
 def synthetic_movie() -> list[tuple]:

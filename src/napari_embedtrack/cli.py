@@ -15,8 +15,6 @@ from pathlib import Path
 
 log = logging.getLogger("napari_embedtrack")
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sim_clip"
-
 
 def _frames(text: str | None) -> slice:
     if not text:
@@ -230,10 +228,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def run_demo(out: str | Path, overwrite: bool = False) -> dict:
     """Track the bundled SIM+ clip with the shipped SIM+ model and score it."""
     from . import ctc
+    from ._sample_data import CLIPS
 
     model = "Fluo-N2DH-SIM+"
-    run_predict(SAMPLE_DIR / "01", model, out, overwrite=overwrite)
-    return ctc.evaluate(SAMPLE_DIR / "01_GT", out)
+    clip = CLIPS[model]
+    run_predict(clip / "01", model, out, overwrite=overwrite)
+    return ctc.evaluate(clip / "01_GT", out)
 
 
 # --------------------------------------------------------------------------- parser
