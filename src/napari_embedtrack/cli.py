@@ -24,7 +24,7 @@ def _frames(text: str | None) -> slice:
         return slice(int(a) if a else None, int(b) if b else None)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--frames must look like START:STOP (e.g. 0:10), got {text!r}"
+            f"frame ranges look like START:STOP (e.g. 0:10), got {text!r}"
         ) from None
 
 

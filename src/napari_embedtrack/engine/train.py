@@ -207,6 +207,11 @@ def train(
         ``out_dir`` (holding the best model).
     """
     cfg = config or TrainConfig()
+    train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
+    for s in sequences:
+        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
+        train_frames.append(tr)
+        val_frames.append(va)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -229,11 +234,6 @@ def train(
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
-    train_frames, val_frames = [], []
-    for s in sequences:
-        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
-        train_frames.append(tr)
-        val_frames.append(va)
     sampler = D.PairSampler(sequences, train_frames, card.crop_size, cfg.augment, cfg.seed)
     crops_per_pair = [
         math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in sequences
