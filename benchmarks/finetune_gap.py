@@ -36,6 +36,7 @@ def seg_on(model_path, seq: D.TrainingSequence, frames: list[int]) -> float:
         m.net,
         seq.image[frames],
         grid_spacing=m.card.grid_spacing,
+        scale=m.card.scale,
         crop_size=m.card.crop_size,
         percentiles=m.card.percentiles,
         tta=False,

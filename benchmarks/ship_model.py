@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", required=True, help="what the scores were measured on")
     p.add_argument("--command", required=True, help="the training command")
     p.add_argument("--description", required=True)
+    p.add_argument(
+        "--seed-threshold", type=float, help="default seediness threshold (card; default kept)"
+    )
+    p.add_argument(
+        "--score-threshold", type=float, help="default score threshold (card; default kept)"
+    )
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
 
@@ -46,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     card.training["command"] = args.command
     card.training["weights"] = "float16 (trained in float32)"
     card.description = args.description
+    if args.seed_threshold is not None:
+        card.seed_threshold = args.seed_threshold
+    if args.score_threshold is not None:
+        card.score_threshold = args.score_threshold
     out = SHIPPED_DIR / card.name
     if out.exists():
         if not args.overwrite:

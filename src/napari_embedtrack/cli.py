@@ -100,6 +100,7 @@ def run_train(args: argparse.Namespace) -> Path:
         epochs=args.epochs if args.epochs is not None else 15,
         batch_size=args.batch_size,
         crop_size=args.crop_size,
+        scale=args.scale,
         lr=args.lr,
         val_fraction=args.val_fraction,
         val_window=_window(args.val_frames),
@@ -197,6 +198,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         m.net,
         movie,
         grid_spacing=m.card.grid_spacing,
+        scale=m.card.scale,
         crop_size=m.card.crop_size,
         tta=args.tta,
         device=dev,
@@ -298,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--crop-size", type=int, default=256)
+    tr.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="image scale the model works at, e.g. 0.5 for large cells (default: 1, or the "
+        "--init model's scale)",
+    )
     tr.add_argument("--lr", type=float, default=5e-4)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--name", help="model name for the card (default: folder name)")

@@ -382,3 +382,53 @@ def test_only_frames_makes_other_frames_unknown():
     assert sub.ignore[[0, 3, 4]].all() and not sub.seg[[0, 3, 4]].any()
     np.testing.assert_array_equal(sub.seg[[1, 2]], seq.seg[[1, 2]])
     np.testing.assert_array_equal(sub.ignore[[1, 2]], seq.ignore[[1, 2]])
+
+
+# --------------------------------------------------------------------------- large cells, scale
+def test_reach_of_masks_measures_how_far_cells_extend_beyond_markers():
+    shape = (80, 80)
+    tra = np.zeros((1, *shape), np.uint16)
+    tra[0][_disk(shape, 40, 40, 2)] = 1  # a small marker in the middle of a big cell
+    seg = np.zeros(shape, np.uint16)
+    seg[_disk(shape, 40, 40, 30)] = 7
+    reach = D.reach_of_masks(tra, {0: seg})
+    # 95 % of a disk of radius 30 lies within 0.975 * 30 of its centre; minus the marker
+    assert 26 <= reach <= 28
+    assert D.reach_of_masks(tra, {}) == 0.0
+
+
+def test_build_labels_ignores_as_far_as_annotated_cells_reach():
+    """Cells much bigger than their markers (MSC): around a marker without a mask, the
+    unknown region covers where annotated cells of this movie reach, not just a median
+    radius, so the parts of unannotated cells far from their marker are not background."""
+    shape = (100, 200)
+    tra = np.zeros((2, *shape), np.uint16)
+    for t in range(2):
+        tra[t][_disk(shape, 50, 50, 2)] = 1
+        tra[t][_disk(shape, 50, 150, 2)] = 2
+    seg = np.zeros(shape, np.uint16)
+    seg[40:60, 10:90] = 1  # an elongated cell: 40 px from the marker at its ends
+    _, _, ignore, _, _ = D.build_labels(tra, {0: seg})
+    # frame 1 has no masks: the region around marker 2 reaches ~35 px, not the 22 px radius
+    # of a disk as big as the cell
+    assert ignore[1][50, 150 + 34] and ignore[1][50, 150 - 34]
+    assert not ignore[1][50, 150 + 45]
+    assert not ignore[0][seg > 0].any()
+
+
+def test_rescale_sequence_halves_frames_and_keeps_labels(movie):
+    seq = _seq_from_movie(movie)
+    half = D.rescale_sequence(seq, 0.5)
+    assert D.rescale_sequence(seq, 1.0) is seq
+    assert half.image.shape == (6, 32, 32) and half.image.dtype == np.float32
+    for name in ("seg", "track", "ignore"):
+        arr = getattr(half, name)
+        assert arr.shape == (6, 32, 32) and arr.dtype == getattr(seq, name).dtype
+    # labels are sampled, never blended: every id present is an id of the original
+    assert set(np.unique(half.seg)) <= set(np.unique(seq.seg))
+    # each cell keeps about a quarter of its area, and the image its brightness
+    for tid in np.unique(seq.seg[2])[1:]:
+        a, b = (seq.seg[2] == tid).sum(), (half.seg[2] == tid).sum()
+        assert abs(b - a / 4) <= 0.25 * a / 4 + 4
+    assert abs(float(half.image.mean()) - float(seq.image.mean())) < 0.02
+    assert half.parents == seq.parents and half.seg_frames == seq.seg_frames

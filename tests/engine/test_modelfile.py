@@ -90,6 +90,37 @@ def test_card_dict_round_trip():
     assert M.ModelCard.from_dict(d) == card
 
 
+def test_card_scale_defaults_to_one_and_is_checked(model_dir):
+    d = M.ModelCard(name="c", grid_spacing=0.01).to_dict()
+    del d["scale"]  # cards written before the field existed
+    card = M.ModelCard.from_dict(d)
+    assert card.scale == 1.0 and card.pixel_spacing == 0.01
+    assert M.ModelCard.from_dict({**d, "scale": 0.5}).pixel_spacing == pytest.approx(0.005)
+    path = model_dir / M.CARD
+    path.write_text(json.dumps({**json.loads(path.read_text()), "scale": "big"}))
+    with pytest.raises(M.ModelFileError) as exc:
+        M.load_model(model_dir)
+    assert "scale" in _one_line_error(exc, path)
+
+
+def test_card_thresholds_are_the_clustering_defaults(model_dir):
+    from napari_embedtrack.engine.pipeline import default_cluster_params
+
+    card = M.ModelCard(seed_threshold=0.4, score_threshold=0.6, min_size=30)
+    params = default_cluster_params(card)
+    assert (params.seed_threshold, params.score_threshold, params.min_size) == (0.4, 0.6, 30)
+    assert default_cluster_params(card, seed_threshold=0.7).seed_threshold == 0.7
+    d = card.to_dict()
+    del d["seed_threshold"], d["score_threshold"]  # older cards: the paper's 0.5
+    old = M.ModelCard.from_dict(d)
+    assert (old.seed_threshold, old.score_threshold) == (0.5, 0.5)
+    path = model_dir / M.CARD
+    path.write_text(json.dumps({**json.loads(path.read_text()), "seed_threshold": 1.5}))
+    with pytest.raises(M.ModelFileError) as exc:
+        M.load_model(model_dir)
+    assert "seed_threshold" in _one_line_error(exc, path)
+
+
 # --------------------------------------------------------------------------- bad files
 @pytest.mark.parametrize(
     "content",

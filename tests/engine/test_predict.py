@@ -15,6 +15,7 @@ from napari_embedtrack.engine.predict import (
     load_outputs,
     normalize,
     outputs_to_arrays,
+    resize_image,
     resolve_device,
     save_outputs,
     tile_starts,
@@ -321,6 +322,23 @@ def test_odd_sizes_and_small_images(model):
         assert not outs[0].track_offsets.any() and outs[1].track_offsets.any()
 
 
+def test_scale_gives_frame_size_outputs_in_frame_pixels(model):
+    """At scale 0.5 the network sees the half-size frame; outputs come back at frame size
+    with offsets in frame pixels (twice the half-size frame's). The end-to-end check (a
+    shipped model on a movie at twice its resolution) is in tests/test_shipped_models.py."""
+    movie = _movie(2, 64, 96)
+    half = np.stack([resize_image(f.astype(np.float32), (32, 48)) for f in movie])
+    outs = _run(model, movie, tta=False, scale=0.5)
+    ref = _run(model, half, tta=False)
+    for o, r in zip(outs, ref, strict=True):
+        assert o.shape == (64, 96)
+        for name, factor in (("offsets", 2), ("track_offsets", 2), ("seediness", 1)):
+            got = getattr(o, name).mean(axis=(-2, -1))
+            want = factor * getattr(r, name).mean(axis=(-2, -1))
+            np.testing.assert_allclose(got, want, rtol=0.05, atol=0.02)
+    assert outs[1].track_offsets.any()
+
+
 def test_single_frame(model):
     frame = _movie(1, 30, 30)[0]
     (out,) = _run(model, frame, tta=False)
@@ -359,6 +377,8 @@ def test_int_and_float_inputs_agree(model):
         ({"overlap": 1.0}, "overlap"),
         ({"batch_size": 0}, "batch_size"),
         ({"percentiles": (99, 1)}, "percentiles"),
+        ({"scale": 0.0}, "scale"),
+        ({"scale": float("nan")}, "scale"),
     ],
 )
 def test_bad_arguments_raise_at_call(model, kw, match):

@@ -263,3 +263,24 @@ def test_overfits_one_pair(tmp_path):
         target = seq.parents.get(int(lab), int(lab))
         m = cur == lab
         assert np.mean(prev[ty[m], tx[m]] == target) > 0.9, lab
+
+
+def test_scale_is_stored_and_kept_when_fine_tuning(tmp_path, sequence):
+    out = tmp_path / "half"
+    _run(train([sequence], out, _config(steps=1, val_every=1, crop_size=32, scale=0.5)))
+    card = read_card(out)
+    assert card.scale == 0.5 and card.pixel_spacing == pytest.approx(0.5 / 31)
+    assert card.validation["SEG_plain"] >= 0.0  # validation ran on the full-size frames
+    tuned = tmp_path / "tuned"
+    _run(train([sequence], tuned, _config(steps=1, val_every=1), init=out))
+    assert read_card(tuned).scale == 0.5
+    again = tmp_path / "again"
+    _run(train([sequence], again, _config(steps=1, val_every=1, scale=1.0), init=out))
+    assert read_card(again).scale == 1.0
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, 10.0, "half"])
+def test_bad_scale_raises_before_any_file_is_written(tmp_path, sequence, scale):
+    with pytest.raises(ValueError, match="scale must be"):
+        next(train([sequence], tmp_path / "bad", _config(scale=scale)))
+    assert not (tmp_path / "bad").exists()

@@ -18,6 +18,7 @@ give full masks for the annotated cells and every frame gives markers for tracki
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,9 @@ def build_labels(
         tra: (T, Y, X) tracking markers (track ids).
         seg: {frame: (Y, X) SEG mask} for the annotated frames.
         ignore_radius: radius (px) of the unknown region around markers without a mask;
-            default: the median SEG cell radius.
+            default: the larger of the median SEG cell radius and the distance from a marker
+            within which 95 % of its annotated cell lies (:func:`reach_of_masks`; large for
+            cells much bigger than their markers, e.g. MSC).
 
     Returns:
         seg_lab (T, Y, X) int32, track_lab (T, Y, X) int32, ignore (T, Y, X) bool, the frames
@@ -119,6 +122,8 @@ def build_labels(
     full = _markers_are_masks(tra, seg)
     if ignore_radius is None:
         ignore_radius = float(np.sqrt(np.median(sizes) / np.pi)) if sizes.size else 20.0
+        if not full:
+            ignore_radius = max(ignore_radius, reach_of_masks(tra, seg))
     seg_lab = np.zeros(tra.shape, np.int32)
     ignore = np.zeros(tra.shape, bool)
     track_lab = tra.astype(np.int32)
@@ -141,6 +146,26 @@ def build_labels(
     return seg_lab, track_lab, ignore, seg_frames, full
 
 
+def reach_of_masks(tra: np.ndarray, seg: dict[int, np.ndarray], q: float = 95.0) -> float:
+    """How far annotated cells reach beyond their markers: the ``q`` percentile of the
+    distance (px) from a SEG mask pixel to the marker of the same cell (0 if none match)."""
+    dists = []
+    for t, s in seg.items():
+        lab = _match_seg_to_markers(s, tra[t], int(tra.max()) + 1)
+        for sl, i in zip(ndimage.find_objects(lab), range(1, lab.max() + 1), strict=False):
+            if sl is None or i > tra.max():
+                continue
+            marker = tra[t] == i
+            ys, xs = np.nonzero(marker)
+            if ys.size == 0:
+                continue
+            y0, y1 = min(sl[0].start, ys.min()), max(sl[0].stop, ys.max() + 1)
+            x0, x1 = min(sl[1].start, xs.min()), max(sl[1].stop, xs.max() + 1)
+            d = ndimage.distance_transform_edt(~marker[y0:y1, x0:x1])
+            dists.append(d[lab[y0:y1, x0:x1] == i])
+    return float(np.percentile(np.concatenate(dists), q)) if dists else 0.0
+
+
 def _markers_are_masks(tra: np.ndarray, seg: dict[int, np.ndarray]) -> bool:
     """True if the TRA markers coincide with the SEG masks (IoU of foreground > 0.95)."""
     if not seg:
@@ -150,6 +175,34 @@ def _markers_are_masks(tra: np.ndarray, seg: dict[int, np.ndarray]) -> bool:
         a, b = tra[t] > 0, s > 0
         ious.append((a & b).sum() / max((a | b).sum(), 1))
     return float(np.mean(ious)) > 0.95
+
+
+def rescale_sequence(seq: TrainingSequence, scale: float) -> TrainingSequence:
+    """The sequence at image ``scale``: frames resized bilinearly (anti-aliased when
+    shrinking), label maps by nearest neighbour. Models with ``scale != 1`` train on these."""
+    if scale == 1.0:
+        return seq
+    h, w = seq.image.shape[1:]
+    size = (max(2, round(h * scale)), max(2, round(w * scale)))
+
+    def resize(arr: np.ndarray, nearest: bool) -> np.ndarray:
+        out = []
+        for f in arr:  # frame by frame: a whole movie as float32 may be large
+            t = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))[None, None]
+            if nearest:
+                r = F.interpolate(t, size=size, mode="nearest-exact")
+            else:
+                r = F.interpolate(t, size=size, mode="bilinear", antialias=scale < 1)
+            out.append(r[0, 0].numpy())
+        return np.stack(out).astype(arr.dtype)
+
+    return dataclasses.replace(
+        seq,
+        image=resize(seq.image, False),
+        seg=resize(seq.seg, True),
+        track=resize(seq.track, True),
+        ignore=resize(seq.ignore.astype(np.uint8), True).astype(bool),
+    )
 
 
 def load_ctc_sequence(

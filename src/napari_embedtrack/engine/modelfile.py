@@ -43,8 +43,12 @@ class ModelCard:
         architecture: network architecture id.
         crop_size: training crop edge (px); also the inference tile size.
         grid_spacing: pixel size on the normalised coordinate grid (1 / (crop_size - 1)).
+        scale: image scale the network works at: frames are resized by this factor before
+            the network and its outputs resized back (0.5 for large cells, e.g. MSC).
         percentiles: per-frame normalisation percentiles (low, high).
         min_size: minimum instance size (px): half the 1% percentile of training mask sizes.
+        seed_threshold: default seediness threshold for clustering (paper: 0.5).
+        score_threshold: default clustering score threshold (paper: 0.5).
         dropout: encoder dropout used in training.
         training: provenance: data, steps, epochs, device, seconds, augmentation, labels.
         validation: validation metrics (e.g. ``{"SEG": 0.8}``) and where they were measured.
@@ -55,12 +59,20 @@ class ModelCard:
     architecture: str = ARCHITECTURE
     crop_size: int = 256
     grid_spacing: float = 1.0 / 255.0
+    scale: float = 1.0
     percentiles: tuple[float, float] = (1.0, 99.8)
     min_size: int = 20
+    seed_threshold: float = 0.5
+    score_threshold: float = 0.5
     dropout: float = 0.3
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def pixel_spacing(self) -> float:
+        """Size of one frame pixel on the network's grid (what clustering needs)."""
+        return self.grid_spacing * self.scale
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -76,6 +88,13 @@ class ModelCard:
         kw = {k: v for k, v in d.items() if k in known}
         if "percentiles" in kw:
             kw["percentiles"] = tuple(kw["percentiles"])
+        scale = kw.get("scale", 1.0)
+        if not isinstance(scale, (int, float)) or not 0.05 <= scale <= 4.0:
+            raise ModelFileError(f"{source}: scale must be a number in [0.05, 4], got {scale!r}")
+        for key in ("seed_threshold", "score_threshold"):
+            v = kw.get(key, 0.5)
+            if not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+                raise ModelFileError(f"{source}: {key} must be a number in (0, 1), got {v!r}")
         return cls(**kw)
 
 

@@ -24,8 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
-    """Clustering settings for a model: the paper's thresholds, size and grid from the card."""
-    kw = {"min_size": card.min_size, "grid_spacing": card.grid_spacing, **overrides}
+    """Clustering settings for a model: thresholds, minimum size and grid from its card."""
+    kw = {
+        "seed_threshold": card.seed_threshold,
+        "score_threshold": card.score_threshold,
+        "min_size": card.min_size,
+        "grid_spacing": card.pixel_spacing,
+        **overrides,
+    }
     return ClusterParams(**kw)
 
 
@@ -103,6 +109,7 @@ def track_movie(
         model.net,
         movie,
         grid_spacing=model.card.grid_spacing,
+        scale=model.card.scale,
         crop_size=model.card.crop_size,
         percentiles=tuple(model.card.percentiles),
         tta=tta,

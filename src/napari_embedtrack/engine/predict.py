@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .model import STRIDE
@@ -416,6 +417,7 @@ def iter_outputs(
     batch_size: int = DEFAULT_BATCH_SIZE,
     amp: bool | None = None,
     overlap: float = DEFAULT_OVERLAP,
+    scale: float = 1.0,
 ) -> Iterator[FrameOutput]:
     """Network outputs of every frame of a movie, in pixel units, one frame at a time.
 
@@ -439,6 +441,10 @@ def iter_outputs(
         margin at which clustering and linking start to change, and without native bf16 (AVX2)
         it was 4x slower.
     overlap : minimum overlap of neighbouring tiles as a fraction of ``crop_size``.
+    scale : the model card's image scale: frames are resized by this factor before the network
+        (bilinear, anti-aliased) and the outputs resized back to the frame size, so offsets
+        are in frame pixels whatever the scale (a frame pixel is ``grid_spacing * scale`` on
+        the network's grid: pass that to clustering, see :meth:`ModelCard.pixel_spacing`).
 
     Yields
     ------
@@ -454,13 +460,18 @@ def iter_outputs(
     if not hasattr(movie, "ndim"):
         movie = np.asarray(movie)
     _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size)
+    scale = float(scale)
+    if not (math.isfinite(scale) and 0.05 <= scale <= 4.0):
+        raise ValueError(f"scale must be a number between 0.05 and 4, got {scale!r}")
     dev = resolve_device(device)
     use_amp = bool(amp)  # None: fp32, see the docstring
     frames = [movie] if movie.ndim == 2 else movie
     n_frames = 1 if movie.ndim == 2 else movie.shape[0]
+    shape = tuple(movie.shape[-2:])
+    net_shape = scaled_shape(shape, scale)
     predictor = _TiledPredictor(
         model,
-        tuple(movie.shape[-2:]),
+        net_shape,
         int(crop_size),
         float(overlap),
         tta_transforms(tta),
@@ -468,25 +479,46 @@ def iter_outputs(
         int(batch_size),
         _amp_dtype(dev) if use_amp else None,
     )
-    return _iterate(model, frames, n_frames, predictor, float(grid_spacing), percentiles)
+    spacing = float(grid_spacing) * scale  # grid size of one frame pixel
+    return _iterate(model, frames, n_frames, predictor, spacing, percentiles, shape)
 
 
-def _iterate(model, frames, n_frames, predictor, grid_spacing, percentiles):
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """Frame size the network sees at image ``scale`` (at least 2 x 2)."""
+    return tuple(max(2, round(n * scale)) for n in shape)  # type: ignore[return-value]
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Bilinear resize of a (Y, X) or (C, Y, X) float array (anti-aliased when shrinking)."""
+    if tuple(image.shape[-2:]) == tuple(shape):
+        return image
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    t = t[None, None] if image.ndim == 2 else t[None]
+    shrink = shape[0] < image.shape[-2] or shape[1] < image.shape[-1]
+    out = F.interpolate(
+        t, size=tuple(shape), mode="bilinear", align_corners=False, antialias=shrink
+    )
+    return out[0, 0].numpy() if image.ndim == 2 else out[0].numpy()
+
+
+def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, shape):
     was_training = model.training
     model.to(predictor.device, memory_format=torch.channels_last).eval()
     try:
         for t in range(n_frames):
             image = normalize(frames[t], percentiles, frame_index=t)
-            seg, track = predictor(image)
-            yield _frame_output(seg, track, grid_spacing)
+            seg, track = predictor(resize_image(image, predictor.shape))
+            seg = resize_image(seg, shape)
+            track = None if track is None else resize_image(track, shape)
+            yield _frame_output(seg, track, pixel_spacing)
     finally:
         predictor.reset()
         model.train(was_training)
 
 
-def _frame_output(seg: np.ndarray, track: np.ndarray | None, grid_spacing: float) -> FrameOutput:
-    offsets = seg[0:2] / grid_spacing
-    track_px = np.zeros_like(offsets) if track is None else track / grid_spacing
+def _frame_output(seg: np.ndarray, track: np.ndarray | None, pixel_spacing: float) -> FrameOutput:
+    offsets = seg[0:2] / pixel_spacing
+    track_px = np.zeros_like(offsets) if track is None else track / pixel_spacing
     return FrameOutput(
         seediness=np.ascontiguousarray(seg[4]),
         bandwidth=np.ascontiguousarray(seg[2:4]),

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from . import data as D
-from .cluster import ClusterParams, cluster
+from .cluster import cluster
 from .losses import LossWeights, embedtrack_loss
 from .metrics import seg_score
 from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
+from .pipeline import default_cluster_params
 from .predict import iter_outputs, resolve_device
 from .progress import Progress
 
@@ -49,6 +50,9 @@ class TrainConfig:
             every training pair's frame once.
         batch_size: pairs per step.
         crop_size: crop edge (px); also the model's tile size at inference.
+        scale: image scale the model works at (frames are resized by it for training and
+            prediction; 0.5 suits cells of ~100 px and more). None: 1.0 for a new model, the
+            initial model's scale when fine-tuning.
         lr: peak learning rate of the one-cycle schedule (Adam).
         weight_decay: Adam weight decay.
         val_fraction: tail fraction of each sequence's frames held out for validation.
@@ -70,6 +74,7 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 4
     crop_size: int = 256
+    scale: float | None = None
     lr: float = 5e-4
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
@@ -136,7 +141,7 @@ def validate(
     device: torch.device,
 ) -> dict[str, float]:
     """SEG on the validation frames with full masks, plain and re-styled (no TTA)."""
-    params = ClusterParams(min_size=card.min_size, grid_spacing=card.grid_spacing)
+    params = default_cluster_params(card)
     result: dict[str, float] = {}
     for style in ("plain", "restyled"):
         refs, preds = [], []
@@ -153,6 +158,7 @@ def validate(
                     net,
                     movie,
                     grid_spacing=card.grid_spacing,
+                    scale=card.scale,
                     crop_size=card.crop_size,
                     percentiles=card.percentiles,
                     tta=False,
@@ -207,6 +213,10 @@ def train(
         ``out_dir`` (holding the best model).
     """
     cfg = config or TrainConfig()
+    if cfg.scale is not None and not (
+        isinstance(cfg.scale, (int, float)) and 0.05 <= cfg.scale <= 4.0
+    ):
+        raise ValueError(f"scale must be a number in [0.05, 4], got {cfg.scale!r}")
     train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
     for s in sequences:
         tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
@@ -227,6 +237,8 @@ def train(
     else:
         net = build_model(dropout=cfg.dropout)
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
+    if cfg.scale is not None:
+        card.scale = float(cfg.scale)
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
     if init is None or any(s.seg_frames for s in sequences):
@@ -234,9 +246,11 @@ def train(
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
-    sampler = D.PairSampler(sequences, train_frames, card.crop_size, cfg.augment, cfg.seed)
+    # crops come from the sequences at the model's scale; validation runs on the originals
+    scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
+    sampler = D.PairSampler(scaled, train_frames, card.crop_size, cfg.augment, cfg.seed)
     crops_per_pair = [
-        math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in sequences
+        math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in scaled
     ]
     per_epoch = max(
         1,
