@@ -162,7 +162,8 @@ class TrackWidget(Container):
             self._card.value = "no model: load a model folder or fine-tune one"
             card = ModelCard()
         else:
-            self._card.value = f"crop {card.crop_size} px, min size {card.min_size} px"
+            scale = f" at scale {card.scale:g}" if card.scale != 1 else ""
+            self._card.value = f"crop {card.crop_size} px{scale}, min size {card.min_size} px"
             self._card.tooltip = card.description or card.name
         params = default_cluster_params(card)
         blocked, self._blocked = self._blocked, True
