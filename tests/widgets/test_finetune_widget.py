@@ -90,3 +90,11 @@ def test_finetune_refuses_bad_input(setup, user_models, monkeypatch, errors, mov
     assert tune.start() is None
     assert "at least 2 frames" in errors()[-1]
     assert not tune.runner.running
+
+
+def test_model_pickers_start_on_the_default_shipped_model():
+    from napari_embedtrack._widgets._models import DEFAULT_MODEL
+
+    labels = [label for label, _ in registry.choices()]
+    assert labels[0] == DEFAULT_MODEL
+    assert {"Fluo-N2DH-GOWT1", "Fluo-C2DL-MSC"} <= set(labels)

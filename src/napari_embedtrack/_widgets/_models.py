@@ -18,6 +18,9 @@ from ..engine.modelfile import ModelCard, list_models, read_card
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Listed first, so model pickers start on it: the model of the demo and of the sample clip
+#: opened first (alphabetical order would start on the weakest one, Fluo-C2DL-MSC).
+DEFAULT_MODEL = "Fluo-N2DH-SIM+"
 
 
 class ModelRegistry:
@@ -46,9 +49,11 @@ class ModelRegistry:
         self.changed.emit()
 
     def choices(self) -> list[tuple[str, Path]]:
-        """Shipped models, then the user's models, then folders loaded this session."""
+        """Shipped models (:data:`DEFAULT_MODEL` first), then the user's models, then folders
+        loaded this session."""
         out: list[tuple[str, Path]] = []
-        for m in list_models():
+        models = sorted(list_models(), key=lambda m: not (m.shipped and m.name == DEFAULT_MODEL))
+        for m in models:
             out.append((m.name if m.shipped else f"{m.name} (user)", m.path.resolve()))
         known = {p for _, p in out}
         for p in self._extra:
