@@ -103,16 +103,19 @@ class TaskRunner(QObject):
             if self._bar.max != p.total:
                 self._bar.max = p.total
             self._bar.value = min(p.done, p.total)
-            if self._pbar is not None:
+        if p.message:
+            self._status.value = p.message
+        if on_progress is not None:
+            on_progress(p)
+        # napari's progress bar last: updating it can process pending events, among them
+        # this task's result, whose final status must not be overwritten by this record
+        if self._pbar is not None:
+            if p.total:
                 if self._pbar.total != p.total:
                     self._pbar.total = p.total
                 self._pbar.update(p.done - self._pbar.n)
-        if p.message:
-            self._status.value = p.message
-            if self._pbar is not None:
+            if p.message and self._pbar is not None:
                 self._pbar.set_description(f"{self._desc}: {p.message}")
-        if on_progress is not None:
-            on_progress(p)
 
     def _on_return(self, result: Any, on_result: Callable[[Any], None]) -> None:
         self._returned = True
