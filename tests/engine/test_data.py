@@ -389,8 +389,8 @@ def test_reach_of_masks_measures_how_far_cells_extend_beyond_markers():
     shape = (80, 80)
     tra = np.zeros((1, *shape), np.uint16)
     tra[0][_disk(shape, 40, 40, 2)] = 1  # a small marker in the middle of a big cell
-    seg = np.zeros(shape, np.uint16)
-    seg[_disk(shape, 40, 40, 30)] = 7
+    seg = np.zeros(shape, np.int32)
+    seg[_disk(shape, 40, 40, 30)] = 1  # labelled with its marker's track id
     reach = D.reach_of_masks(tra, {0: seg})
     # 95 % of a disk of radius 30 lies within 0.975 * 30 of its centre; minus the marker
     assert 26 <= reach <= 28

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .predict import resize_image, scaled_shape
+
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 128
@@ -116,44 +118,45 @@ def build_labels(
         seg_lab (T, Y, X) int32, track_lab (T, Y, X) int32, ignore (T, Y, X) bool, the frames
         with full masks, and whether the markers are full masks.
     """
-    t_n = tra.shape[0]
     sizes = np.concatenate([np.bincount(s.ravel())[1:] for s in seg.values()] or [[]])
     sizes = sizes[sizes > 0]
     full = _markers_are_masks(tra, seg)
+    if full:
+        seg_lab = tra.astype(np.int32)
+        return seg_lab, seg_lab.copy(), np.zeros(tra.shape, bool), list(range(len(tra))), True
+    seg_lab = np.zeros(tra.shape, np.int32)
+    track_lab = tra.astype(np.int32)
+    fresh = int(tra.max()) + 100000  # ids of SEG masks without a marker lie above this
+    for t in sorted(seg):
+        seg_lab[t] = _match_seg_to_markers(seg[t], tra[t], fresh)
+        fresh = max(fresh, int(seg_lab[t].max()))
+        track_lab[t] = np.where(seg_lab[t] > 0, seg_lab[t], tra[t])
     if ignore_radius is None:
         ignore_radius = float(np.sqrt(np.median(sizes) / np.pi)) if sizes.size else 20.0
-        if not full:
-            ignore_radius = max(ignore_radius, reach_of_masks(tra, seg))
-    seg_lab = np.zeros(tra.shape, np.int32)
+        ignore_radius = max(ignore_radius, reach_of_masks(tra, {t: seg_lab[t] for t in seg}))
     ignore = np.zeros(tra.shape, bool)
-    track_lab = tra.astype(np.int32)
-    seg_frames = []
-    fresh = int(tra.max()) + 100000  # ids of SEG masks without a marker lie above this
-    for t in range(t_n):
-        if full:
-            seg_lab[t] = tra[t]
-            seg_frames.append(t)
-            continue
-        if t in seg:
-            seg_lab[t] = _match_seg_to_markers(seg[t], tra[t], fresh)
-            fresh = max(fresh, int(seg_lab[t].max()))
-            seg_frames.append(t)
-            track_lab[t] = np.where(seg_lab[t] > 0, seg_lab[t], tra[t])
+    for t in range(tra.shape[0]):
         unknown = (tra[t] > 0) & ~np.isin(tra[t], np.unique(seg_lab[t]))
         if unknown.any():
             dist = ndimage.distance_transform_edt(~unknown)
             ignore[t] = (dist <= ignore_radius) & (seg_lab[t] == 0)
-    return seg_lab, track_lab, ignore, seg_frames, full
+    return seg_lab, track_lab, ignore, sorted(seg), False
 
 
-def reach_of_masks(tra: np.ndarray, seg: dict[int, np.ndarray], q: float = 95.0) -> float:
+def reach_of_masks(tra: np.ndarray, masks: dict[int, np.ndarray], q: float = 95.0) -> float:
     """How far annotated cells reach beyond their markers: the ``q`` percentile of the
-    distance (px) from a SEG mask pixel to the marker of the same cell (0 if none match)."""
+    distance (px) from a mask pixel to the marker of the same cell (0 if none has one).
+
+    Args:
+        tra: (T, Y, X) tracking markers (track ids).
+        masks: {frame: (Y, X) SEG masks labelled with the track id of their marker}; masks
+            whose id has no marker in that frame are skipped.
+    """
     dists = []
-    for t, s in seg.items():
-        lab = _match_seg_to_markers(s, tra[t], int(tra.max()) + 1)
-        for sl, i in zip(ndimage.find_objects(lab), range(1, lab.max() + 1), strict=False):
-            if sl is None or i > tra.max():
+    max_id = int(tra.max())
+    for t, lab in masks.items():
+        for i, sl in enumerate(ndimage.find_objects(lab, max_label=max_id), start=1):
+            if sl is None:
                 continue
             marker = tra[t] == i
             ys, xs = np.nonzero(marker)
@@ -178,30 +181,23 @@ def _markers_are_masks(tra: np.ndarray, seg: dict[int, np.ndarray]) -> bool:
 
 
 def rescale_sequence(seq: TrainingSequence, scale: float) -> TrainingSequence:
-    """The sequence at image ``scale``: frames resized bilinearly (anti-aliased when
-    shrinking), label maps by nearest neighbour. Models with ``scale != 1`` train on these."""
+    """The sequence at image ``scale``: frames resized as prediction resizes them
+    (:func:`~.predict.resize_image`), label maps by nearest neighbour. Models with
+    ``scale != 1`` train on these."""
     if scale == 1.0:
         return seq
-    h, w = seq.image.shape[1:]
-    size = (max(2, round(h * scale)), max(2, round(w * scale)))
+    size = scaled_shape(seq.image.shape[1:], scale)
 
-    def resize(arr: np.ndarray, nearest: bool) -> np.ndarray:
-        out = []
-        for f in arr:  # frame by frame: a whole movie as float32 may be large
-            t = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))[None, None]
-            if nearest:
-                r = F.interpolate(t, size=size, mode="nearest-exact")
-            else:
-                r = F.interpolate(t, size=size, mode="bilinear", antialias=scale < 1)
-            out.append(r[0, 0].numpy())
-        return np.stack(out).astype(arr.dtype)
+    def nearest(arr: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(arr.astype(np.float32))[None]
+        return F.interpolate(t, size=size, mode="nearest-exact")[0].numpy().astype(arr.dtype)
 
     return dataclasses.replace(
         seq,
-        image=resize(seq.image, False),
-        seg=resize(seq.seg, True),
-        track=resize(seq.track, True),
-        ignore=resize(seq.ignore.astype(np.uint8), True).astype(bool),
+        image=resize_image(seq.image, size),
+        seg=nearest(seq.seg),
+        track=nearest(seq.track),
+        ignore=nearest(seq.ignore),
     )
 
 

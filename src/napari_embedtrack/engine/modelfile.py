@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .model import ARCHITECTURE, EmbedTrackNet, build_model
+from .predict import check_scale
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,10 @@ class ModelCard:
         kw = {k: v for k, v in d.items() if k in known}
         if "percentiles" in kw:
             kw["percentiles"] = tuple(kw["percentiles"])
-        scale = kw.get("scale", 1.0)
-        if not isinstance(scale, (int, float)) or not 0.05 <= scale <= 4.0:
-            raise ModelFileError(f"{source}: scale must be a number in [0.05, 4], got {scale!r}")
+        try:
+            check_scale(kw.get("scale", 1.0))
+        except ValueError as err:
+            raise ModelFileError(f"{source}: {err}") from None
         for key in ("seed_threshold", "score_threshold"):
             v = kw.get(key, 0.5)
             if not isinstance(v, (int, float)) or not 0.0 < v < 1.0:

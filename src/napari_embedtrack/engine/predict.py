@@ -460,9 +460,7 @@ def iter_outputs(
     if not hasattr(movie, "ndim"):
         movie = np.asarray(movie)
     _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size)
-    scale = float(scale)
-    if not (math.isfinite(scale) and 0.05 <= scale <= 4.0):
-        raise ValueError(f"scale must be a number between 0.05 and 4, got {scale!r}")
+    scale = check_scale(scale)
     dev = resolve_device(device)
     use_amp = bool(amp)  # None: fp32, see the docstring
     frames = [movie] if movie.ndim == 2 else movie
@@ -481,6 +479,18 @@ def iter_outputs(
     )
     spacing = float(grid_spacing) * scale  # grid size of one frame pixel
     return _iterate(model, frames, n_frames, predictor, spacing, percentiles, shape)
+
+
+SCALE_RANGE = (0.05, 4.0)
+
+
+def check_scale(scale) -> float:
+    """A model's image scale as a float; ValueError unless a number in :data:`SCALE_RANGE`."""
+    lo, hi = SCALE_RANGE
+    ok = isinstance(scale, (int, float)) and math.isfinite(scale) and lo <= scale <= hi
+    if not ok:
+        raise ValueError(f"scale must be a number in [{lo:g}, {hi:g}], got {scale!r}")
+    return float(scale)
 
 
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:

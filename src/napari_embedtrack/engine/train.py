@@ -31,7 +31,7 @@ from .metrics import seg_score
 from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
-from .predict import iter_outputs, resolve_device
+from .predict import check_scale, iter_outputs, resolve_device
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,7 @@ def train(
         ``out_dir`` (holding the best model).
     """
     cfg = config or TrainConfig()
-    if cfg.scale is not None and not (
-        isinstance(cfg.scale, (int, float)) and 0.05 <= cfg.scale <= 4.0
-    ):
-        raise ValueError(f"scale must be a number in [0.05, 4], got {cfg.scale!r}")
+    scale = None if cfg.scale is None else check_scale(cfg.scale)
     train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
     for s in sequences:
         tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
@@ -237,8 +234,8 @@ def train(
     else:
         net = build_model(dropout=cfg.dropout)
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
-    if cfg.scale is not None:
-        card.scale = float(cfg.scale)
+    if scale is not None:
+        card.scale = scale
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
     if init is None or any(s.seg_frames for s in sequences):
