@@ -101,6 +101,11 @@ def test_predict_tiff_stack_odd_size_frames_and_embeddings(tiny_model_dir, tmp_p
             ["predict", "{movie}", "--model", "{model}", "--out", "{out}", "--frames", "9:12"],
             "selects no frame",
         ),
+        (
+            ["train", "{movie}", "--out", "{out}", "--val-frames", "1:2", "--val-frames", "a=1:2"],
+            "do not mix",
+        ),
+        (["train", "{movie}", "--out", "{out}", "--val-frames", "x=1-2"], "START:STOP"),
     ],
 )
 def test_bad_input_is_one_line_error(args, message, tiny_model_dir, tmp_path, capsys, small_movie):
@@ -164,3 +169,14 @@ def test_train_then_predict_with_the_result(synthetic_ctc, tmp_path, capsys):
         ]
     )
     assert rc == 0
+
+
+def test_val_frames_per_dataset():
+    from napari_embedtrack.cli import _val_window
+
+    assert _val_window(None) is None
+    assert _val_window(["3:5"]) == (3, 5)
+    assert _val_window(["Fluo-N2DH-GOWT1=33:34", "Fluo-C2DL-MSC/=43:"]) == {
+        "Fluo-N2DH-GOWT1": (33, 34),
+        "Fluo-C2DL-MSC": (43, 10**9),
+    }

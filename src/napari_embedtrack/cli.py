@@ -34,6 +34,32 @@ def _window(frames: slice | None) -> tuple[int, int] | None:
     return (frames.start or 0, frames.stop if frames.stop is not None else 10**9)
 
 
+def _val_window(texts: list[str] | None) -> tuple[int, int] | dict[str, tuple[int, int]] | None:
+    """``--val-frames`` values: one START:STOP for every sequence, or DATASET=START:STOP each."""
+    if not texts:
+        return None
+
+    def window(text: str) -> tuple[int, int] | None:
+        try:
+            return _window(_frames(text))
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"--val-frames: {e}") from None
+
+    named = [t for t in texts if "=" in t]
+    if not named:
+        if len(texts) > 1:
+            raise ValueError(
+                "--val-frames: give one START:STOP for all sequences, or DATASET=START:STOP "
+                f"for each, got {' '.join(texts)}"
+            )
+        return window(texts[0])
+    if len(named) < len(texts):
+        raise ValueError(
+            "--val-frames: do not mix START:STOP with DATASET=START:STOP, got " + " ".join(texts)
+        )
+    return {name.rstrip("/"): window(frames) for name, frames in (t.split("=", 1) for t in named)}
+
+
 def _tqdm(total: int, desc: str, unit: str):
     from tqdm.auto import tqdm
 
@@ -103,7 +129,7 @@ def run_train(args: argparse.Namespace) -> Path:
         scale=args.scale,
         lr=args.lr,
         val_fraction=args.val_fraction,
-        val_window=_window(args.val_frames),
+        val_window=_val_window(args.val_frames),
         val_every=args.val_every,
         max_seconds=args.max_minutes * 60,
         seed=args.seed,
@@ -284,10 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--val-frames",
-        type=_frames,
+        action="append",
         default=None,
-        help="START:STOP: validate on these frames of each sequence instead of the tail "
-        "(e.g. a stretch with many annotated cells)",
+        metavar="[DATASET=]START:STOP",
+        help="validate on these frames of each sequence instead of the tail (e.g. a stretch "
+        "with many annotated cells); repeat as DATASET=START:STOP to give each dataset its own",
     )
     tr.add_argument(
         "--val-every", type=int, default=0, help="validate every N steps (default: once per epoch)"

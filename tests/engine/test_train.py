@@ -3,6 +3,7 @@ and (slow) overfitting one synthetic pair, the end-to-end check of losses and ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -283,4 +284,16 @@ def test_scale_is_stored_and_kept_when_fine_tuning(tmp_path, sequence):
 def test_bad_scale_raises_before_any_file_is_written(tmp_path, sequence, scale):
     with pytest.raises(ValueError, match="scale must be"):
         next(train([sequence], tmp_path / "bad", _config(scale=scale)))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_validation_windows_per_sequence(tmp_path, sequence):
+    """A mapping gives each named sequence its window; the others keep the tail."""
+    other = dataclasses.replace(sequence, name="other/01")
+    out = tmp_path / "windows"
+    cfg = _config(steps=1, val_every=1, val_window={"synthetic": (1, 3)})
+    _run(train([sequence, other], out, cfg))
+    assert read_card(out).validation["frames"] == {"synthetic": "1-2", "other/01": "4-4"}
+    with pytest.raises(ValueError, match="typo"):
+        _run(train([sequence], tmp_path / "bad", _config(val_window={"typo": (1, 3)})))
     assert not (tmp_path / "bad").exists()

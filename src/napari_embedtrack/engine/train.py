@@ -57,7 +57,9 @@ class TrainConfig:
         weight_decay: Adam weight decay.
         val_fraction: tail fraction of each sequence's frames held out for validation.
         val_window: (start, stop) frames held out for validation in every sequence instead
-            of the tail (e.g. a stretch with many annotated cells); None: use the tail.
+            of the tail (e.g. a stretch with many annotated cells); or a mapping from a
+            sequence name (``Fluo-N2DH-GOWT1/01``) or dataset name (``Fluo-N2DH-GOWT1``) to
+            its window, the other sequences using the tail; None: the tail everywhere.
         val_every: validate every this many steps (0: once per epoch).
         checkpoint_every: save a checkpoint every this many steps.
         max_seconds: stop (validate, save, checkpoint) after this much training time; 0: no
@@ -78,7 +80,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
-    val_window: tuple[int, int] | None = None
+    val_window: tuple[int, int] | dict[str, tuple[int, int]] | None = None
     val_every: int = 0
     checkpoint_every: int = 100
     max_seconds: float = 0.0
@@ -118,6 +120,23 @@ def _min_size(sequences: list[D.TrainingSequence]) -> int:
             sizes.append(c[c > 0])
     allv = np.concatenate(sizes) if sizes else np.zeros(0)
     return max(int(np.percentile(allv, 1) / 2), 4) if allv.size else 20
+
+
+def _val_windows(
+    val_window: tuple[int, int] | dict[str, tuple[int, int]] | None,
+    sequences: list[D.TrainingSequence],
+) -> list[tuple[int, int] | None]:
+    """Each sequence's validation window from ``TrainConfig.val_window``."""
+    if not isinstance(val_window, dict):
+        return [val_window for _ in sequences]
+    names = {s.name for s in sequences} | {s.name.split("/")[0] for s in sequences}
+    unknown = sorted(set(val_window) - names)
+    if unknown:
+        raise ValueError(
+            f"validation frames given for {', '.join(unknown)}, which is not among the "
+            f"training sequences ({', '.join(s.name for s in sequences)})"
+        )
+    return [val_window.get(s.name, val_window.get(s.name.split("/")[0])) for s in sequences]
 
 
 def _restyle(frames: np.ndarray, seed: int = 1234) -> np.ndarray:
@@ -215,8 +234,9 @@ def train(
     cfg = config or TrainConfig()
     scale = None if cfg.scale is None else check_scale(cfg.scale)
     train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
-    for s in sequences:
-        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, cfg.val_window)
+    windows = _val_windows(cfg.val_window, sequences)
+    for s, window in zip(sequences, windows, strict=True):
+        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, window)
         train_frames.append(tr)
         val_frames.append(va)
     out_dir = Path(out_dir)
