@@ -30,13 +30,13 @@ def main() -> None:
     )
     args = p.parse_args()
     device = resolve_device("cpu")
+    models = {name: load_model(name, device="cpu") for name in args.models}
     for spec in args.data:
         path, frames = spec.rsplit("=", 1)
         lo, hi = _window(_frames(frames))
         seq = D.load_ctc_sequence(path)
         val = list(range(lo, min(hi, seq.n_frames)))
-        for name in args.models:
-            model = load_model(name, device="cpu")
+        for name, model in models.items():
             scores = validate(model.net, model.card, [seq], [val], device)
             row = {"model": name, "data": seq.name, "frames": f"{val[0]}-{val[-1]}"}
             print(json.dumps({**row, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)

@@ -16,16 +16,15 @@ import shutil
 import time
 from pathlib import Path
 
+from _common import add_model_and_frames
+
 from napari_embedtrack import ctc
-from napari_embedtrack.cli import _frames, run_predict
+from napari_embedtrack.cli import run_predict
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="CTC dataset folder (with 01 and 01_GT)")
-    p.add_argument("--seq", default="01")
-    p.add_argument("--frames", type=_frames, default=slice(None))
+    add_model_and_frames(p)
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--out", required=True)
     args = p.parse_args()

@@ -17,8 +17,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+from _common import add_model_and_frames
+
 from napari_embedtrack import ctc
-from napari_embedtrack.cli import _frames
 from napari_embedtrack.engine.metrics import seg_score
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.pipeline import retrack, track_movie
@@ -27,10 +28,7 @@ from napari_embedtrack.engine.progress import run
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="CTC dataset folder (with 01 and 01_GT)")
-    p.add_argument("--seq", default="01")
-    p.add_argument("--frames", type=_frames, default=slice(None))
+    add_model_and_frames(p)
     p.add_argument("--tta", action="store_true")
     p.add_argument("--seed", type=float, nargs="+", default=[0.3, 0.35, 0.4, 0.45, 0.5, 0.55])
     p.add_argument("--score", type=float, nargs="+", default=[0.4, 0.5, 0.6])

@@ -114,7 +114,7 @@ class TaskRunner(QObject):
                 if self._pbar.total != p.total:
                     self._pbar.total = p.total
                 self._pbar.update(p.done - self._pbar.n)
-            if p.message and self._pbar is not None:
+            if p.message:
                 self._pbar.set_description(f"{self._desc}: {p.message}")
 
     def _on_return(self, result: Any, on_result: Callable[[Any], None]) -> None:

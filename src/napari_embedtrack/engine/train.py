@@ -129,14 +129,14 @@ def _val_windows(
     """Each sequence's validation window from ``TrainConfig.val_window``."""
     if not isinstance(val_window, dict):
         return [val_window for _ in sequences]
-    names = {s.name for s in sequences} | {s.name.split("/")[0] for s in sequences}
-    unknown = sorted(set(val_window) - names)
+    dataset = {s.name: s.name.split("/")[0] for s in sequences}
+    unknown = sorted(set(val_window) - set(dataset) - set(dataset.values()))
     if unknown:
         raise ValueError(
             f"validation frames given for {', '.join(unknown)}, which is not among the "
             f"training sequences ({', '.join(s.name for s in sequences)})"
         )
-    return [val_window.get(s.name, val_window.get(s.name.split("/")[0])) for s in sequences]
+    return [val_window.get(s.name, val_window.get(dataset[s.name])) for s in sequences]
 
 
 def _restyle(frames: np.ndarray, seed: int = 1234) -> np.ndarray:
