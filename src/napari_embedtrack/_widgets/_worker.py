@@ -114,7 +114,8 @@ class TaskRunner(QObject):
                 if self._pbar.total != p.total:
                     self._pbar.total = p.total
                 self._pbar.update(p.done - self._pbar.n)
-            if p.message:
+            # checked again: update() may have run this task's end, which drops the bar
+            if p.message and self._pbar is not None:
                 self._pbar.set_description(f"{self._desc}: {p.message}")
 
     def _on_return(self, result: Any, on_result: Callable[[Any], None]) -> None:
