@@ -27,8 +27,15 @@ units (see ``docs/architecture.md``). For one frame:
    for the new centre). The instance is accepted iff ``|F| >= min_size`` and fewer than half of
    ``F`` was already assigned to another instance; then the pixels of ``F`` move to it and
    their best score is updated. Otherwise nothing changes and the next candidate is visited.
+   With ``acceptance="proposal"`` (the default since issue #13, as in the public EmbedTrack
+   code) the "fewer than half already assigned" test counts over the whole proposal ``M``
+   instead of ``F``: a centre whose kernel mostly covers an accepted cell is rejected even if
+   a small rim of unassigned pixels would move to it. On re-styled training movies this cut
+   the fragments that the linker read as divisions (docs/models.md, A/B table).
 7. Instances that end up with fewer than ``min_size`` pixels (after losing pixels to later
    instances) are removed; the rest are numbered 1..K in order of creation.
+8. With ``fragment_size > 0``, instances smaller than it that touch another instance join
+   the neighbour they share the longest border with (:func:`.postprocess.merge_fragments`).
 
 Consequences: a cell of at most ``min_count`` pixels can never produce a candidate; a cell
 whose pixels all point to a centre rounding outside the frame produces none either; two
@@ -46,6 +53,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from .postprocess import merge_fragments
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +84,21 @@ class ClusterParams:
     window : float
         Half-size of the search box around a candidate centre, in kernel radii (the distance at
         which the score drops to score_threshold). 1 or more is exact; more only costs time.
+    acceptance : {"proposal", "gain"}
+        Where the "fewer than half already assigned" test counts (step 6 of the module doc):
+        over the whole proposal (``"proposal"``, the public EmbedTrack code) or over the pixels
+        that would move (``"gain"``, this project's rule before issue #13).
+    fragment_size : int
+        Instances smaller than this that touch another instance are merged into it (0: off).
+    min_daughter_size : int
+        Linking: a division whose daughter is smaller than this at its first frame, or lasts a
+        single frame, is undone (the larger daughter continues the track); 0 checks only
+        the one-frame rule, -1 (the default) turns the check off. See :mod:`.postprocess`.
+    gap_distance : float
+        Linking: a track lost for one frame is joined to a track starting within this
+        many pixels one frame later (0: off).
+    drop_single : bool
+        Linking: remove one-frame tracks without parent or children.
     """
 
     seed_threshold: float = 0.5
@@ -84,6 +108,11 @@ class ClusterParams:
     grid_spacing: float = 1.0 / 255.0
     w_s: float = 10.0
     window: float = 1.0
+    acceptance: str = "proposal"
+    fragment_size: int = 0
+    min_daughter_size: int = -1
+    gap_distance: float = 0.0
+    drop_single: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -92,6 +121,13 @@ class ClusterParams:
             raise ValueError(f"grid_spacing must be > 0, got {self.grid_spacing}")
         if self.window <= 0:
             raise ValueError(f"window must be > 0, got {self.window}")
+        if self.acceptance not in ("proposal", "gain"):
+            raise ValueError(f"acceptance must be 'proposal' or 'gain', got {self.acceptance!r}")
+        if self.fragment_size < 0 or self.gap_distance < 0 or self.min_daughter_size < -1:
+            raise ValueError(
+                "fragment_size and gap_distance must be >= 0 and min_daughter_size >= -1, got "
+                f"{self.fragment_size}, {self.gap_distance}, {self.min_daughter_size}"
+            )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(
                 f"min_count and min_size must be >= 0, got {self.min_count}, {self.min_size}"
@@ -197,6 +233,7 @@ def _greedy(
     boxes: np.ndarray,
     threshold: float,
     min_size: int,
+    whole_proposal: bool = True,
 ) -> tuple[np.ndarray, int, int]:
     """Greedy assignment with the paper's reassignment rules (steps 4-6 of the module doc).
 
@@ -231,11 +268,16 @@ def _greedy(
         dy = ey[idx] - ejy[k]
         dx = ex[idx] - ejx[k]
         d = np.exp(-a_y[k] * dy * dy - a_x[k] * dx * dx)
-        gain = (d > threshold) & (d > best[idx])
+        inside = d > threshold
+        gain = inside & (d > best[idx])
+        if whole_proposal:
+            n_prop = np.count_nonzero(inside)
+            if n_prop and 2 * np.count_nonzero(inst[idx[inside]]) >= n_prop:
+                continue
         idx, d = idx[gain], d[gain]
         if idx.size < min_size or idx.size == 0:
             continue
-        if 2 * np.count_nonzero(inst[idx]) >= idx.size:
+        if not whole_proposal and 2 * np.count_nonzero(inst[idx]) >= idx.size:
             continue
         n_inst += 1
         inst[idx] = n_inst
@@ -321,7 +363,18 @@ def cluster(
         1,
     ).astype(np.int64)
     inst, n_inst, n_visited = _greedy(
-        buckets, ey, ex, cj, ejy, ejx, a_y, a_x, boxes, params.score_threshold, params.min_size
+        buckets,
+        ey,
+        ex,
+        cj,
+        ejy,
+        ejx,
+        a_y,
+        a_x,
+        boxes,
+        params.score_threshold,
+        params.min_size,
+        params.acceptance == "proposal",
     )
 
     sizes = np.bincount(inst, minlength=n_inst + 1)
@@ -330,6 +383,10 @@ def cluster(
     relabel = np.zeros(n_inst + 1, dtype=np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     labels[ys[buckets.order], xs[buckets.order]] = relabel[inst]
+    if params.fragment_size > 0:
+        merged = merge_fragments(labels, params.fragment_size)
+        ids, inv = np.unique(merged, return_inverse=True)  # renumber 1..K (0 stays first)
+        labels = (inv.reshape(shape) + (0 if ids[0] == 0 else 1)).astype(np.int32)
     logger.debug(
         "cluster: %d fg pixels, %d candidates, %d visited, %d instances, %d kept",
         ys.size,

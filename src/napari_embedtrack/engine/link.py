@@ -32,6 +32,7 @@ import numpy as np
 
 from .cluster import ClusterParams, cluster
 from .outputs import FrameOutput
+from .postprocess import finish_tracks
 from .progress import Progress, run
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def iter_cluster_and_link(
         yield Progress(
             t + 1, n, f"clustered and linked frame {t + 1}/{n}", {"frame": t, "n_cells": n_cells}
         )
-    return tracked, linker.lineage
+    return finish_tracks(tracked, linker.lineage, params or ClusterParams())
 
 
 def cluster_and_link(

@@ -17,6 +17,7 @@ from .cluster import ClusterParams, cluster
 from .link import Linker, iter_cluster_and_link
 from .modelfile import LoadedModel, ModelCard, load_model
 from .outputs import FrameOutput
+from .postprocess import finish_tracks
 from .predict import iter_outputs, resolve_device
 from .progress import Progress
 
@@ -72,7 +73,7 @@ def track_movie(
     movie: np.ndarray,
     model: LoadedModel | str,
     *,
-    tta: bool = True,
+    tta: bool | None = None,
     device: str = "auto",
     params: ClusterParams | None = None,
     keep_outputs: bool = True,
@@ -83,7 +84,8 @@ def track_movie(
     Args:
         movie: (T, Y, X) or (Y, X) integer or float frames (NaN/inf raise ValueError).
         model: a loaded model, or a model name / folder.
-        tta: test-time augmentation (8 flips/rotations; about 8x slower).
+        tta: test-time augmentation (8 flips/rotations; about 8x slower); None: the model
+            card's default.
         device: auto, cpu, cuda or mps.
         params: clustering settings; default from the model card.
         keep_outputs: keep the per-frame network outputs in the result.
@@ -100,6 +102,8 @@ def track_movie(
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=dev)
     params = params or default_cluster_params(model.card)
+    if tta is None:
+        tta = model.card.tta
     n = movie.shape[0]
     linker = Linker()
     tracked, outputs = [], []
@@ -131,7 +135,8 @@ def track_movie(
     finally:
         frames.close()
     labels = np.stack(tracked) if tracked else np.zeros((0, *movie.shape[1:]), np.uint32)
-    return TrackingResult(labels, linker.lineage, outputs, complete, params)
+    labels, lineage = finish_tracks(labels, linker.lineage, params)
+    return TrackingResult(labels, lineage, outputs, complete, params)
 
 
 def retrack(

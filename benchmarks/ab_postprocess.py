@@ -1,0 +1,118 @@
+"""A/B-test clustering acceptance and the track clean-up rules on cached network outputs.
+
+Reads ``CACHE/<style>.npz`` and ``CACHE/GT`` written by ``benchmarks/cache_outputs.py``,
+re-clusters and re-links with each variant (no network run), writes CTC results and scores
+them with py-ctcmetrics: SEG, DET, TRA and the lineage measures CT, TF, BC(1), CCA, plus the
+number of tracks against the truth. Sizes are given as fractions of the median cell area of
+the model's card (``cell_size``); one JSON line per cache, style and variant, then a
+markdown table.
+
+    python benchmarks/ab_postprocess.py --model Fluo-N2DH-SIM+ --cache cache/sim \\
+        --styles hard plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from napari_embedtrack import ctc
+from napari_embedtrack.engine.cluster import ClusterParams
+from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.pipeline import default_cluster_params, retrack
+from napari_embedtrack.engine.predict import load_outputs
+from napari_embedtrack.engine.progress import run
+
+# name -> overrides; fractions (``*_frac``) are of the card's median cell area, and
+# ``gap_frac`` is of the median cell diameter
+VARIANTS: dict[str, dict] = {
+    "shipped (gain rule)": {"acceptance": "gain"},
+    "proposal rule": {},
+    "+ fragments 0.2": {"fragment_frac": 0.2},
+    "+ divisions 0.2": {"fragment_frac": 0.2, "daughter_frac": 0.2},
+    "+ gaps 1.0": {"fragment_frac": 0.2, "daughter_frac": 0.2, "gap_frac": 1.0},
+    "+ drop single": {
+        "fragment_frac": 0.2,
+        "daughter_frac": 0.2,
+        "gap_frac": 1.0,
+        "drop_single": True,
+    },
+}
+METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
+
+
+def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterParams:
+    """ClusterParams from a variant spec (fractions of the cell size resolved to pixels)."""
+    kw = dict(spec)
+    frag = kw.pop("fragment_frac", 0.0)
+    daughter = kw.pop("daughter_frac", None)
+    gap = kw.pop("gap_frac", 0.0)
+    diameter = 2.0 * math.sqrt(cell_size / math.pi)
+    return replace(
+        base,
+        acceptance=kw.pop("acceptance", "proposal"),
+        fragment_size=round(frag * cell_size),
+        min_daughter_size=-1 if daughter is None else round(daughter * cell_size),
+        gap_distance=gap * diameter,
+        **kw,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--styles", nargs="+", default=["hard"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--cell-size", type=float, help="median cell area (default: the card's)")
+    args = p.parse_args()
+    card = load_model(args.model, device="cpu").card
+    cell_size = args.cell_size or card.cell_size
+    if not cell_size:
+        raise SystemExit("the model card has no cell_size: pass --cell-size")
+    base = default_cluster_params(card)
+    base = replace(base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0)
+    base = replace(base, drop_single=False)
+    cache = Path(args.cache)
+    rows = []
+    for style in args.styles:
+        outputs = load_outputs(cache / f"{style}.npz")
+        for name in args.variants:
+            params = params_for(base, cell_size, VARIANTS[name])
+            result = run(retrack(outputs, params))
+            with tempfile.TemporaryDirectory() as tmp:
+                res = Path(tmp) / "RES"
+                ctc.write_results(res, result.labels, result.lineage)
+                scores = ctc.score_results(cache / "GT", res)
+            row = {
+                "data": cache.name,
+                "style": style,
+                "variant": name,
+                **{k: None if scores[k] is None else round(scores[k], 3) for k in METRICS},
+                "tracks": scores["tracks"],
+                "gt_tracks": scores["gt_tracks"],
+                "false_divisions": scores.get("divisions_false"),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print(
+        "| data | style | variant | "
+        + " | ".join(METRICS)
+        + " | tracks (truth) | false divisions |"
+    )
+    print("|---" * (len(METRICS) + 5) + "|")
+    for r in rows:
+        vals = " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for k in METRICS)
+        print(
+            f"| {r['data']} | {r['style']} | {r['variant']} | {vals} | "
+            f"{r['tracks']} ({r['gt_tracks']}) | {r['false_divisions']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

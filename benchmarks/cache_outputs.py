@@ -1,0 +1,76 @@
+"""Run a model once over a CTC sequence (plain or re-styled) and keep the network outputs.
+
+The clustering and linking rules are A/B-tested on these cached outputs
+(``benchmarks/ab_postprocess.py``) without running the network again. Writes
+``OUT/<style>.npz`` (float16 outputs, no TTA) and ``OUT/GT`` (the ground truth of the frames).
+
+    python benchmarks/cache_outputs.py --model Fluo-N2DH-SIM+ \\
+        --data ../shared/data/ctc/Fluo-N2DH-SIM+ --styles plain hard --out cache/sim
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import add_model_and_frames
+
+from napari_embedtrack import ctc
+from napari_embedtrack.engine.data import normalize_frame
+from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.predict import iter_outputs, save_outputs
+from napari_embedtrack.engine.proxy import restyle_movie
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_and_frames(p)
+    p.add_argument("--styles", nargs="+", default=["plain", "hard"])
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gt = ctc.read_ground_truth(data / f"{args.seq}_GT")
+    start, stop, _ = args.frames.indices(gt.n_frames)
+    if not (out / "GT").exists():
+        gt = gt.select_frames(start, stop)
+        ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
+    movie = ctc.read_movie(data / args.seq)[start:stop]
+    model = load_model(args.model, device="cpu")
+    card = model.card
+    for style in args.styles:
+        frames = movie
+        if style != "plain":
+            norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
+            frames = restyle_movie(norm, style)
+        t0 = time.perf_counter()
+        outs = list(
+            iter_outputs(
+                model.net,
+                frames,
+                grid_spacing=card.grid_spacing,
+                scale=card.scale,
+                crop_size=card.crop_size,
+                percentiles=tuple(card.percentiles),
+                tta=args.tta,
+                device="cpu",
+            )
+        )
+        save_outputs(out / f"{style}.npz", outs)
+        row = {
+            "model": args.model,
+            "data": f"{data.name}/{args.seq}",
+            "frames": f"{start}-{stop - 1}",
+            "style": style,
+            "seconds_per_frame": round((time.perf_counter() - t0) / len(outs), 2),
+        }
+        print(json.dumps(row), flush=True)
+        (out / f"{style}.json").write_text(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
