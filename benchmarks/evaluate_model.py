@@ -1,8 +1,10 @@
 """Score a model with the official CTC metrics on a frame range of a CTC sequence.
 
-Predicts the frames (default settings of `embedtrack predict`: TTA on; `--no-tta` to skip),
+Predicts the frames (default settings of `embedtrack predict`: TTA as the model card says;
+`--tta` / `--no-tta` to choose),
 writes CTC results, writes the ground truth of the same frames (renumbered from 0), and
-prints SEG/DET/TRA from py-ctcmetrics plus the timing as one JSON object.
+prints SEG/DET/TRA, the lineage measures CT/TF/BC(1)/CCA and the track counts from
+py-ctcmetrics (`ctc.score_results`) plus the timing as one JSON object.
 
     python benchmarks/evaluate_model.py --model Fluo-N2DH-SIM+ \
         --data ../shared/data/ctc/Fluo-N2DH-SIM+ --frames 59:65 --out /tmp/eval
@@ -25,7 +27,7 @@ from napari_embedtrack.cli import run_predict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_frames(p)
-    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -38,26 +40,24 @@ def main() -> None:
     gt = gt.select_frames(start, stop)
     ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     t0 = time.perf_counter()
-    result = run_predict(
+    run_predict(
         data / args.seq,
         args.model,
         out / "RES",
-        tta=not args.no_tta,
+        tta=args.tta,
         frames=args.frames,
         progress=False,
     )
     seconds = time.perf_counter() - t0
-    scores = ctc.evaluate(out / "GT", out / "RES")
+    scores = ctc.score_results(out / "GT", out / "RES")
     print(
         json.dumps(
             {
                 "model": args.model,
                 "data": f"{data.name}/{args.seq}",
                 "frames": f"{start}-{stop - 1}",
-                "tta": not args.no_tta,
-                **{k: round(scores[k], 4) for k in ("SEG", "DET", "TRA")},
-                "tracks": len(result.lineage),
-                "gt_tracks": len(gt.lineage),
+                "tta": "card default" if args.tta is None else args.tta,
+                **{k: round(v, 4) for k, v in scores.items()},
                 "seconds_per_frame": round(seconds / (stop - start), 2),
             }
         )

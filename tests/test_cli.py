@@ -41,6 +41,9 @@ def test_predict_writes_ctc_results_that_evaluate_scores(
     assert main(["evaluate", "--gt", str(synthetic_ctc / "01_GT"), "--res", str(res)]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["SEG"] == pytest.approx(scores["SEG"])
+    # the lineage measures and the track counts beside SEG/DET/TRA
+    assert {"CT", "TF", "BC(1)", "CCA", "tracks", "gt_tracks"} <= set(again)
+    assert again["gt_tracks"] == len(ctc.read_lineage(synthetic_ctc / "01_GT/TRA/man_track.txt"))
 
 
 def test_predict_refuses_to_overwrite(synthetic_ctc, tiny_model_dir, tmp_path, capsys):

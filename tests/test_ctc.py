@@ -593,3 +593,48 @@ def test_evaluate_without_py_ctcmetrics(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(ImportError, match="py-ctcmetrics"):
         evaluate(tmp_path, tmp_path)
+
+
+def test_score_results_oracle_gives_one_everywhere(synthetic_ctc, synthetic_movie, tmp_path):
+    """The truth written as a result scores 1.0 on SEG/DET/TRA and on the lineage measures
+    CT, TF, BC(1), CCA, with as many tracks as the truth and no false division."""
+    res = tmp_path / "RES"
+    ctc.write_results(res, synthetic_movie.labels, synthetic_movie.lineage)
+    scores = ctc.score_results(synthetic_ctc / "01_GT", res)
+    for key in (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS):
+        assert scores[key] == pytest.approx(1.0), key
+    assert scores["tracks"] == scores["gt_tracks"] == len(synthetic_movie.lineage)
+    assert scores["divisions_false"] == 0 and scores["divisions_right"] >= 1
+
+
+def test_score_results_sees_a_broken_track(synthetic_ctc, synthetic_movie, tmp_path):
+    """Splitting a track in two (the second piece naming the first as parent): TRA barely
+    moves, the complete-track and track-fraction measures do."""
+    labels = synthetic_movie.labels.copy()
+    lineage = synthetic_movie.lineage.copy()
+    long = lineage[np.argmax(lineage[:, 2] - lineage[:, 1])]
+    tid, start, end = (int(v) for v in long[:3])
+    mid = (start + end) // 2 + 1
+    new_id = int(lineage[:, 0].max()) + 1
+    labels[mid:][labels[mid:] == tid] = new_id
+    lineage[lineage[:, 0] == tid, 2] = mid - 1
+    children = lineage[:, 3] == tid
+    lineage[children, 3] = new_id
+    lineage = np.vstack([lineage, [new_id, mid, end, tid]])
+    res = tmp_path / "RES"
+    ctc.write_results(res, labels, lineage)
+    scores = ctc.score_results(synthetic_ctc / "01_GT", res)
+    assert scores["TRA"] > 0.95
+    assert scores["CT"] < 1.0 and scores["TF"] < 1.0
+    assert scores["tracks"] == scores["gt_tracks"] + 1
+
+
+def test_score_results_lineage_measures_undefined_without_divisions(small_movie, tmp_path):
+    labels = small_movie.labels.copy()
+    lineage = small_movie.lineage.copy()
+    lineage[:, 3] = 0  # no parents: the truth has no division
+    ctc.write_ground_truth(tmp_path / "GT", labels, lineage, dict(enumerate(labels)))
+    ctc.write_results(tmp_path / "RES", labels, lineage)
+    scores = ctc.score_results(tmp_path / "GT", tmp_path / "RES")
+    assert scores["BC(1)"] is None and scores["CCA"] is None
+    assert scores["TRA"] == pytest.approx(1.0) and scores["CT"] == pytest.approx(1.0)

@@ -72,14 +72,16 @@ def run_predict(
     model: str,
     out: str | Path,
     *,
-    tta: bool = True,
+    tta: bool | None = None,
     device: str = "auto",
     frames: slice = slice(None),
     save_embeddings: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ):
-    """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult."""
+    """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult.
+
+    ``tta=None`` uses the model card's default."""
     from . import ctc
     from .engine.modelfile import load_model
     from .engine.pipeline import track_movie
@@ -261,7 +263,7 @@ def run_demo(out: str | Path, overwrite: bool = False) -> dict:
     model = "Fluo-N2DH-SIM+"
     clip = CLIPS[model]
     run_predict(clip / "01", model, out, overwrite=overwrite)
-    return ctc.evaluate(clip / "01_GT", out)
+    return ctc.score_results(clip / "01_GT", out)
 
 
 # --------------------------------------------------------------------------- parser
@@ -277,7 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("input", help="CTC sequence folder (tNNN.tif) or a TIFF stack")
     pr.add_argument("--model", required=True, help="shipped model name or model folder")
     pr.add_argument("--out", required=True, help="results folder (maskNNN.tif + res_track.txt)")
-    pr.add_argument("--no-tta", action="store_true", help="no test-time augmentation (8x faster)")
+    pr.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation (8 flips/rotations, 8x slower); default: the model "
+        "card's choice (embedtrack models shows it)",
+    )
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     pr.add_argument(
         "--frames",
@@ -345,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tuning on a few annotated frames)",
     )
 
-    ev = sub.add_parser("evaluate", help="score CTC results (SEG, DET, TRA) as JSON")
+    ev = sub.add_parser(
+        "evaluate",
+        help="score CTC results as JSON: SEG, DET, TRA, the lineage measures CT, TF, BC(1), "
+        "CCA, and the number of tracks against the truth",
+    )
     ev.add_argument("--gt", required=True, help="ground truth folder (NN_GT)")
     ev.add_argument("--res", required=True, help="results folder (NN_RES)")
 
@@ -379,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.input,
                 args.model,
                 args.out,
-                tta=not args.no_tta,
+                tta=args.tta,
                 device=args.device,
                 frames=args.frames or slice(None),
                 save_embeddings=args.save_embeddings,
@@ -391,16 +403,16 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             if args.gt:
-                from .ctc import evaluate
+                from .ctc import score_results
 
-                print(json.dumps(evaluate(args.gt, args.out)))
+                print(json.dumps(score_results(args.gt, args.out)))
         elif args.command == "train":
             out = run_train(args)
             print(f"best model written to {out}", file=sys.stderr)
         elif args.command == "evaluate":
-            from .ctc import evaluate
+            from .ctc import score_results
 
-            print(json.dumps(evaluate(args.gt, args.res)))
+            print(json.dumps(score_results(args.gt, args.res)))
         elif args.command == "models":
             rows = run_models()
             if not rows:

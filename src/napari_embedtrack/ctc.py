@@ -1223,7 +1223,8 @@ def evaluate(
     -------
     dict[str, float]
         Every requested metric, plus the numeric by-products py-ctcmetrics reports (e.g.
-        ``AOGM``, ``AOGM_FN``, ``OP_CSB``).
+        ``AOGM``, ``AOGM_FN``, ``OP_CSB``, ``fp_div(1)``). ``BC(k)`` and ``CCA`` are None
+        when the ground truth holds no division (they are undefined then).
 
     Raises
     ------
@@ -1261,7 +1262,10 @@ def evaluate(
     stdout = io.StringIO()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout):
         warnings.simplefilter("always")
-        results = evaluate_sequence(str(res_dir), str(gt_dir), metrics=metrics, threads=threads)
+        # (a copy: py-ctcmetrics edits the list it is given, e.g. adds "BC" for "BC(1)")
+        results = evaluate_sequence(
+            str(res_dir), str(gt_dir), metrics=list(metrics), threads=threads
+        )
     log.debug("py-ctcmetrics: %s", stdout.getvalue().strip())
     complaints = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if results.get("Valid") == 0:
@@ -1274,7 +1278,42 @@ def evaluate(
         for key, value in results.items()
         if isinstance(value, int | float | np.number) and not isinstance(value, bool)
     }
+    # branching measures are undefined (None) when the truth has no division
+    undefined = [m for m in metrics if results.get(m, 0) is None and m.startswith(("BC", "CCA"))]
+    scores.update(dict.fromkeys(undefined))
     missing = [m for m in metrics if m not in scores]
     if missing:
         raise RuntimeError(f"py-ctcmetrics returned no value for {missing}: {results}")
     return scores
+
+
+#: The Cell Tracking Challenge's technical measures and its biological (lineage) measures:
+#: complete tracks, track fractions, branching correctness and cell-cycle accuracy.
+TECHNICAL_METRICS = ("SEG", "DET", "TRA")
+LINEAGE_METRICS = ("CT", "TF", "BC(1)", "CCA")
+
+
+def score_results(
+    gt_dir: PathLike, res_dir: PathLike, threads: int = 1
+) -> dict[str, float | int | None]:
+    """SEG/DET/TRA and the lineage measures CT, TF, BC(1), CCA, with the track counts.
+
+    What ``embedtrack evaluate`` prints: the official scores from :func:`evaluate` (SEG only
+    where the ground truth has a ``SEG`` folder) plus ``tracks`` and ``gt_tracks``, the
+    number of tracks in the result and in the truth (a lineage with far more tracks than the
+    truth is full of fragments and false divisions even when TRA is high), and the divisions
+    found right, false and missed (within one frame, as BC(1) counts them). BC(1) and CCA are
+    None where the truth has no division.
+    """
+    gt_dir, res_dir = Path(gt_dir), Path(res_dir)
+    metrics = [m for m in TECHNICAL_METRICS if m != "SEG" or (gt_dir / "SEG").is_dir()]
+    scores = evaluate(gt_dir, res_dir, (*metrics, *LINEAGE_METRICS), threads)
+    keep = {k: scores[k] for k in (*metrics, *LINEAGE_METRICS)}
+    for key, name in (("tp_div(1)", "divisions_right"), ("fp_div(1)", "divisions_false")):
+        if key in scores:
+            keep[name] = int(scores[key])
+    if "fn_div(1)" in scores:
+        keep["divisions_missed"] = int(scores["fn_div(1)"])
+    keep["tracks"] = len(read_lineage(res_dir / "res_track.txt"))
+    keep["gt_tracks"] = len(read_lineage(gt_dir / "TRA" / "man_track.txt"))
+    return keep

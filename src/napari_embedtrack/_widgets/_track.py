@@ -170,6 +170,7 @@ class TrackWidget(Container):
         self._seed.value = params.seed_threshold
         self._score.value = params.score_threshold
         self._min_size.value = params.min_size
+        self._tta.value = card.tta  # the model's own default, as in the CLI
         self._blocked = blocked
 
     # ------------------------------------------------------------------ run / cancel

@@ -48,6 +48,10 @@ class ModelCard:
             the network and its outputs resized back (0.5 for large cells, e.g. MSC).
         percentiles: per-frame normalisation percentiles (low, high).
         min_size: minimum instance size (px): half the 1% percentile of training mask sizes.
+        cell_size: median area (px, movie pixels) of the training masks; the track clean-up
+            rules (fragments, divisions, gaps) scale with it. 0: unknown (rules off).
+        tta: whether test-time augmentation is on by default (CLI and widget alike), decided
+            per model from measurements (docs/models.md); ``--tta`` / ``--no-tta`` override.
         seed_threshold: default seediness threshold for clustering (paper: 0.5).
         score_threshold: default clustering score threshold (paper: 0.5).
         dropout: encoder dropout used in training.
@@ -63,6 +67,8 @@ class ModelCard:
     scale: float = 1.0
     percentiles: tuple[float, float] = (1.0, 99.8)
     min_size: int = 20
+    cell_size: int = 0
+    tta: bool = False
     seed_threshold: float = 0.5
     score_threshold: float = 0.5
     dropout: float = 0.3
