@@ -432,3 +432,20 @@ def test_rescale_sequence_halves_frames_and_keeps_labels(movie):
         assert abs(b - a / 4) <= 0.25 * a / 4 + 4
     assert abs(float(half.image.mean()) - float(seq.image.mean())) < 0.02
     assert half.parents == seq.parents and half.seg_frames == seq.seg_frames
+
+
+def test_intensity_keeps_a_dim_cell_dim_in_an_empty_crop():
+    """The crop is normalised with the frame's levels, not its own percentiles: a cell at 0.2
+    of the frame's range stays at 0.2 (per-crop re-normalisation made it 1.0)."""
+    img = np.zeros((64, 64), np.float32)
+    img[20:40, 20:40] = 0.2
+    rng = np.random.default_rng(0)
+    cfg = D.AugmentConfig()
+    for params in ({"contrast": 1.0}, {"contrast": 0.3}, {"gain": np.full((64, 64), 0.5)}):
+        out = D._intensity(img, rng, cfg, params)
+        assert out[30, 30] == pytest.approx(0.2, abs=1e-3), params
+        assert out[5, 5] == pytest.approx(0.0, abs=1e-3), params
+    # noise widens the frame's range a little: the cell's step above background shrinks
+    noisy = D._intensity(img, rng, cfg, {"contrast": 0.3, "noise": 0.02})
+    step = float(np.median(noisy[22:38, 22:38]) - np.median(noisy[:10, :10]))
+    assert 0.1 < step < 0.2

@@ -60,6 +60,17 @@ def tiny_model(tmp_path_factory, sequence) -> tuple[Path, list]:
 
 
 # --------------------------------------------------------------------------- tiny runs
+def test_validation_scores_tracking_on_a_window(sequence, tmp_path):
+    """Two or more held-out frames: TRA (official, py-ctcmetrics) on them, plain and re-styled,
+    counts in the checkpoint score."""
+    _, records = _run(train([sequence], tmp_path / "m", _config(steps=1, val_fraction=0.4)))
+    (val,) = [r.info["validation"] for r in records if "validation" in r.info]
+    assert {"SEG_plain", "SEG_hard", "TRA_plain", "TRA_hard", "score"} <= set(val)
+    assert all(0.0 <= val[k] <= 1.0 for k in ("TRA_plain", "TRA_hard"))
+    parts = [v for k, v in val.items() if k != "score"]
+    assert val["score"] == pytest.approx(sum(parts) / len(parts))
+
+
 def test_tiny_training_writes_model(tiny_model):
     out, records = tiny_model
     assert _steps(records) == [1, 2, 3]
@@ -70,7 +81,8 @@ def test_tiny_training_writes_model(tiny_model):
             assert set(r.info) >= {"instance", "variance", "seed", "track", "lr", "eta"}
     vals = [r.info["validation"] for r in records if "validation" in r.info]
     assert len(vals) == 2  # steps 2 and 3 (the last)
-    assert {"SEG_plain", "SEG_restyled", "score"} <= set(vals[0])
+    assert {"SEG_plain", "SEG_hard", "score"} <= set(vals[0])
+    assert "TRA_plain" not in vals[0]  # one validation frame: no tracking to score
     for name in ("weights.safetensors", "card.json", CHECKPOINT, HISTORY):
         assert (out / name).is_file(), name
     card = read_card(out)

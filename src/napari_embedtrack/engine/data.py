@@ -362,22 +362,37 @@ def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
 
 
 def _intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, params: dict):
-    """Apply intensity augmentation with shared ``params`` (drawn once per pair)."""
+    """Apply intensity augmentation with shared ``params`` (drawn once per pair).
+
+    The crop comes from a frame normalised as a whole (its 1st / 99.8th percentiles at 0 / 1),
+    as inference normalises every frame. After the changes the crop is normalised again with
+    the levels those two frame percentiles are moved to, not with the crop's own percentiles:
+    a dim cell in an otherwise empty crop stays dim, as it is in a dim frame at inference.
+    (Re-normalising each crop by itself stretched such cells to full brightness in training
+    only; issue #13.)
+    """
     img = img.copy()
+    lo, hi = 0.0, 1.0  # where the frame's normalisation percentiles are now
     if "gain" in params:
         img = img * params["gain"]
+        g = float(np.median(params["gain"]))
+        lo, hi = lo * g, hi * g
     if "contrast" in params:
-        bg = np.percentile(img, 20)
-        img = bg + (img - bg) * params["contrast"]
+        bg = float(np.percentile(img, 20))
+        c = params["contrast"]
+        img = bg + (img - bg) * c
+        lo, hi = bg + (lo - bg) * c, bg + (hi - bg) * c
     if "gamma" in params:
         img = np.clip(img, 0, None) ** params["gamma"]
+        lo, hi = max(lo, 0.0) ** params["gamma"], max(hi, 0.0) ** params["gamma"]
     if "blur" in params:
         img = ndimage.gaussian_filter(img, params["blur"])
     if "noise" in params:
         img = img + rng.normal(0, params["noise"], img.shape).astype(np.float32)
+        # the 1st / 99.8th percentiles of a frame move by these normal quantiles of the noise
+        lo, hi = lo - 2.33 * params["noise"], hi + 2.88 * params["noise"]
     if "contrast" in params or "gamma" in params or "gain" in params:
-        lo, hi = np.percentile(img, (1.0, 99.8))
-        img = (img - lo) / max(float(hi - lo), 1e-3)
+        img = (img - lo) / max(hi - lo, 1e-3)
     if "clahe" in params:
         from skimage.exposure import equalize_adapthist
 

@@ -1,11 +1,11 @@
 """Training and fine-tuning (paper, section 4.3), as a generator of progress records.
 
 ``train(sequences, out_dir, config)`` yields :class:`~.progress.Progress` per step (loss parts,
-learning rate, ETA) and per validation (SEG on the held-out tail of each sequence, plain and
-re-styled), keeps the best model in ``out_dir`` (``weights.safetensors`` + ``card.json``), a
-resumable ``checkpoint.pt`` and ``history.json``, and returns the path of the best model.
-Stopping early (``should_stop()`` true, KeyboardInterrupt, or closing the generator) saves
-a checkpoint first.
+learning rate, ETA) and per validation (SEG and TRA on the held-out frames of each sequence,
+as they are and as a dim, noisy copy), keeps the best model in ``out_dir``
+(``weights.safetensors`` + ``card.json``), a resumable ``checkpoint.pt`` and ``history.json``,
+and returns the path of the best model. Stopping early (``should_stop()`` true,
+KeyboardInterrupt, or closing the generator) saves a checkpoint first.
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ import torch
 
 from . import data as D
 from .cluster import cluster
+from .link import Linker
 from .losses import LossWeights, embedtrack_loss
 from .metrics import seg_score
 from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
+from .postprocess import finish_tracks
 from .predict import check_scale, iter_outputs, resolve_device
 from .progress import Progress
+from .proxy import restyle_movie
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +114,19 @@ def _fast_mixed_precision(device: torch.device) -> bool:
         return False
 
 
-def _min_size(sequences: list[D.TrainingSequence]) -> int:
-    """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
+def _mask_sizes(sequences: list[D.TrainingSequence]) -> np.ndarray:
+    """Areas of all training masks (px)."""
     sizes = []
     for s in sequences:
         for t in s.seg_frames:
             c = np.bincount(s.seg[t].ravel())[1:]
             sizes.append(c[c > 0])
-    allv = np.concatenate(sizes) if sizes else np.zeros(0)
+    return np.concatenate(sizes) if sizes else np.zeros(0)
+
+
+def _min_size(sequences: list[D.TrainingSequence]) -> int:
+    """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
+    allv = _mask_sizes(sequences)
     return max(int(np.percentile(allv, 1) / 2), 4) if allv.size else 20
 
 
@@ -139,17 +147,38 @@ def _val_windows(
     return [val_window.get(s.name, val_window.get(dataset[s.name])) for s in sequences]
 
 
-def _restyle(frames: np.ndarray, seed: int = 1234) -> np.ndarray:
-    """Dim, noisy, unevenly lit copies of normalised frames: a stand-in for a new movie."""
-    rng = np.random.default_rng(seed)
-    cfg = D.AugmentConfig()
-    out = []
-    for f in frames:
-        gain = D._resize(rng.uniform(0.3, 1.2, (4, 4)).astype(np.float32), max(f.shape), False)
-        gain = gain[: f.shape[0], : f.shape[1]]
-        params = {"gain": gain, "contrast": 0.15, "noise": 0.04}
-        out.append(D._intensity(f, rng, cfg, params))
-    return np.stack(out)
+#: Validation styles: the held-out frames as they are, and a dimmer, noisier copy
+#: (:mod:`.proxy`), which predicted new movies better than the frames themselves (issue #13).
+VALIDATION_STYLES = ("plain", "hard")
+
+
+def _window_tra(
+    s: D.TrainingSequence, frames: list[int], tracked: np.ndarray, lineage: np.ndarray
+) -> float | None:
+    """Official TRA (py-ctcmetrics) of tracked labels on consecutive frames of a sequence;
+    the sequence's known cell pixels (masks or markers) are the reference. None when the
+    frames are not consecutive or hold no reference."""
+    from .. import ctc
+
+    if len(frames) < 2 or frames != list(range(frames[0], frames[-1] + 1)):
+        return None
+    tra = s.track[frames].astype(np.uint16)
+    gt = ctc.lineage_from_labels(tra)
+    if gt.size == 0:
+        return None
+    present = {int(r[0]): (int(r[1]), int(r[2])) for r in gt}
+    for r in gt:
+        p = s.parents.get(int(r[0]), 0)
+        if p in present and present[p][1] == r[1] - 1:
+            r[3] = p
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ctc.write_ground_truth(Path(tmp) / "GT", tra, gt)
+            ctc.write_results(Path(tmp) / "RES", tracked, lineage)
+            return ctc.evaluate(Path(tmp) / "GT", Path(tmp) / "RES", ("TRA",))["TRA"]
+    except (ctc.CTCFormatError, ValueError) as err:  # a reference the evaluator rejects
+        log.warning("validation TRA of %s skipped: %s", s.name, err)
+        return None
 
 
 def validate(
@@ -159,36 +188,49 @@ def validate(
     val_frames: list[list[int]],
     device: torch.device,
 ) -> dict[str, float]:
-    """SEG on the validation frames with full masks, plain and re-styled (no TTA)."""
+    """SEG on the validation frames with full masks and TRA on the validation window, on the
+    frames as they are and on a re-styled copy (:data:`VALIDATION_STYLES`; no TTA).
+
+    ``score``, which picks the best checkpoint, is the mean of all of them: a model that
+    segments well but fragments tracks (false divisions) does not win on SEG alone.
+    """
     params = default_cluster_params(card)
     result: dict[str, float] = {}
-    for style in ("plain", "restyled"):
-        refs, preds = [], []
+    for style in VALIDATION_STYLES:
+        refs, preds, tras = [], [], []
         for s, frames in zip(sequences, val_frames, strict=True):
-            eval_frames = [t for t in frames if t in set(s.seg_frames)]
-            if not eval_frames:
+            seg_frames = set(s.seg_frames)
+            if not frames:
                 continue
-            movie = s.image[eval_frames]
-            if style == "restyled":
-                movie = _restyle(movie)
-            for t, out in zip(
-                eval_frames,
-                iter_outputs(
-                    net,
-                    movie,
-                    grid_spacing=card.grid_spacing,
-                    scale=card.scale,
-                    crop_size=card.crop_size,
-                    percentiles=card.percentiles,
-                    tta=False,
-                    device=device,
-                ),
-                strict=True,
-            ):
-                preds.append(cluster(out.seediness, out.bandwidth, out.offsets, params))
-                refs.append(s.seg[t])
+            movie = s.image[frames]
+            if style != "plain":
+                movie = restyle_movie(movie, style)
+            linker = Linker()
+            tracked = []
+            outs = iter_outputs(
+                net,
+                movie,
+                grid_spacing=card.grid_spacing,
+                scale=card.scale,
+                crop_size=card.crop_size,
+                percentiles=card.percentiles,
+                tta=False,
+                device=device,
+            )
+            for i, (t, out) in enumerate(zip(frames, outs, strict=True)):
+                labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
+                tracked.append(linker.add(labels, out.track_offsets if i else None))
+                if t in seg_frames:
+                    preds.append(labels)
+                    refs.append(s.seg[t])
+            tr, lin = finish_tracks(np.stack(tracked), linker.lineage, params)
+            tra = _window_tra(s, list(frames), tr, lin)
+            if tra is not None:
+                tras.append(tra)
         if refs:
             result[f"SEG_{style}"] = seg_score(refs, preds)
+        if tras:
+            result[f"TRA_{style}"] = float(np.mean(tras))
     if result:
         result["score"] = float(np.mean(list(result.values())))
     return result
@@ -260,6 +302,8 @@ def train(
     card.dropout = cfg.dropout if init is None else card.dropout
     if init is None or any(s.seg_frames for s in sequences):
         card.min_size = _min_size(sequences)  # from the masks the model is trained on
+        sizes = _mask_sizes(sequences)
+        card.cell_size = int(np.median(sizes)) if sizes.size else card.cell_size
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
