@@ -183,3 +183,24 @@ def test_val_frames_per_dataset():
         "Fluo-N2DH-GOWT1": (33, 34),
         "Fluo-C2DL-MSC": (43, 10**9),
     }
+
+
+def test_train_with_init_uses_the_finetuning_recipe():
+    from napari_embedtrack.cli import build_parser, train_config
+    from napari_embedtrack.engine.train import TrainConfig
+
+    parse = build_parser().parse_args
+    cfg = train_config(parse(["train", "data", "--init", "Fluo-N2DH-SIM+", "--out", "m"]))
+    recipe = TrainConfig.for_finetuning()
+    for key in ("steps", "lr", "max_seconds", "val_every", "val_fraction"):
+        assert getattr(cfg, key) == getattr(recipe, key), key
+    scratch = train_config(parse(["train", "data", "--out", "m"]))
+    assert scratch.lr == TrainConfig().lr and scratch.epochs == 15 and scratch.steps == 0
+    assert scratch.max_seconds == 0
+    # options given on the command line win over either recipe
+    given = train_config(
+        parse(["train", "d", "--init", "M", "--out", "m", "--lr", "3e-4", "--max-minutes", "2"])
+    )
+    assert given.lr == pytest.approx(3e-4) and given.max_seconds == 120 and given.steps == 300
+    epochs = train_config(parse(["train", "d", "--init", "M", "--out", "m", "--epochs", "2"]))
+    assert epochs.epochs == 2 and epochs.steps == 0

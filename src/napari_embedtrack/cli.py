@@ -7,6 +7,7 @@ message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -119,24 +120,40 @@ def run_predict(
 
 
 # --------------------------------------------------------------------------- train
-def run_train(args: argparse.Namespace) -> Path:
-    from .engine import data as D
-    from .engine.train import TrainConfig, train
+def train_config(args: argparse.Namespace):
+    """The TrainConfig of ``embedtrack train`` arguments."""
+    from .engine.train import TrainConfig
 
-    cfg = TrainConfig(
-        steps=args.steps or 0,
-        epochs=args.epochs if args.epochs is not None else 15,
+    # --init: the fine-tuning recipe (TrainConfig.for_finetuning); else training from scratch.
+    # Options given on the command line override either.
+    cfg = TrainConfig.for_finetuning() if args.init else TrainConfig()
+    given = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "val_fraction": args.val_fraction,
+        "val_every": args.val_every,
+        "max_seconds": None if args.max_minutes is None else args.max_minutes * 60,
+    }
+    if args.epochs is not None:
+        given.update(epochs=args.epochs, steps=0)
+    cfg = dataclasses.replace(
+        cfg,
+        **{k: v for k, v in given.items() if v is not None},
         batch_size=args.batch_size,
         crop_size=args.crop_size,
         scale=args.scale,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
         val_window=_val_window(args.val_frames),
-        val_every=args.val_every,
-        max_seconds=args.max_minutes * 60,
         seed=args.seed,
         device=args.device,
     )
+    return cfg
+
+
+def run_train(args: argparse.Namespace) -> Path:
+    from .engine import data as D
+    from .engine.train import train
+
+    cfg = train_config(args)
     sequences = [D.load_ctc_sequence(p) for p in args.data]
     if args.frames is not None:
         sequences = [D.keep_frames(s, args.frames) for s in sequences]
@@ -152,7 +169,9 @@ def run_train(args: argparse.Namespace) -> Path:
             if bar is None:
                 bar = _tqdm(p.total, "train", "step")
                 bar.update(p.done - 1 if "validation" not in p.info else p.done)
-            if "validation" in p.info:
+            if p.info.get("start"):
+                bar.write("before fine-tuning: " + p.message.removeprefix("starting model: "))
+            elif "validation" in p.info:
                 bar.write(f"step {p.done}: " + p.message)
                 log.info("step %d: %s", p.done, p.message)
             else:
@@ -167,7 +186,23 @@ def run_train(args: argparse.Namespace) -> Path:
     finally:
         if bar is not None:
             bar.close()
+    _report_outcome(Path(out))
     return Path(out)
+
+
+def _report_outcome(model_dir: Path) -> None:
+    """Before/after validation figures of a fine-tuning run, from the card it wrote."""
+    from .engine.modelfile import read_card
+
+    card = read_card(model_dir)
+    start = card.validation.get("start")
+    if not start:
+        return
+    after = {k: v for k, v in card.validation.items() if isinstance(v, float)}
+    fmt = ", ".join
+    print(f"before: {fmt(f'{k} {v:.3f}' for k, v in start.items())}", file=sys.stderr)
+    print(f"after:  {fmt(f'{k} {v:.3f}' for k, v in after.items())}", file=sys.stderr)
+    print(card.training.get("outcome", ""), file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- other commands
@@ -305,16 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("data", nargs="+", help="CTC dataset folders (with NN and NN_GT)")
     tr.add_argument("--out", required=True, help="model folder to write")
     g = tr.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, default=None, help="epochs (default 15)")
+    g.add_argument(
+        "--epochs", type=int, default=None, help="epochs (default 15; with --init: --steps 300)"
+    )
     g.add_argument("--steps", type=int, default=None, help="optimiser steps instead of epochs")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--init", help="start from this model (name or folder): fine-tuning")
+    tr.add_argument(
+        "--init",
+        help="start from this model (name or folder): fine-tuning with its own recipe (300 "
+        "steps, lr 1e-4, 10 minutes, validation every 50 steps on a fifth of the frames) that "
+        "keeps the starting model unless a fine-tuned checkpoint beats it",
+    )
     tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     tr.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
-        help="tail fraction of each sequence held out for validation",
+        default=None,
+        help="tail fraction of each sequence held out for validation (default 0.1; with "
+        "--init 0.2)",
     )
     tr.add_argument(
         "--val-frames",
@@ -325,13 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
         "with many annotated cells); repeat as DATASET=START:STOP to give each dataset its own",
     )
     tr.add_argument(
-        "--val-every", type=int, default=0, help="validate every N steps (default: once per epoch)"
+        "--val-every",
+        type=int,
+        default=None,
+        help="validate every N steps (default: once per epoch; with --init 50)",
     )
     tr.add_argument(
         "--max-minutes",
         type=float,
-        default=0,
-        help="stop after this many minutes of training (0: no limit)",
+        default=None,
+        help="stop after this many minutes of training (default: no limit; with --init 10)",
     )
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--crop-size", type=int, default=256)
@@ -342,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image scale the model works at, e.g. 0.5 for large cells (default: 1, or the "
         "--init model's scale)",
     )
-    tr.add_argument("--lr", type=float, default=5e-4)
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (5e-4; --init 1e-4)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--name", help="model name for the card (default: folder name)")
     tr.add_argument(

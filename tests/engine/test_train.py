@@ -309,3 +309,36 @@ def test_validation_windows_per_sequence(tmp_path, sequence):
     with pytest.raises(ValueError, match="typo"):
         _run(train([sequence], tmp_path / "bad", _config(val_window={"typo": (1, 3)})))
     assert not (tmp_path / "bad").exists()
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def test_finetuning_recipe_defaults():
+    cfg = TrainConfig.for_finetuning(steps=10)
+    assert cfg.steps == 10 and cfg.lr == pytest.approx(1e-4)
+    assert cfg.max_seconds == 600 and cfg.val_every == 50 and cfg.val_fraction == 0.2
+    assert TrainConfig().lr == pytest.approx(5e-4)  # from scratch unchanged
+
+
+def test_finetune_on_corrupted_labels_returns_the_starting_model(tmp_path):
+    """The stop rule: corrections that are wrong (masks moved off the cells) and a step size
+    that wrecks the network; validated on held-out frames, no fine-tuned checkpoint beats
+    the starting model, so its weights come back, with the outcome in the card."""
+    movie = make_movie(n_frames=6, shape=(96, 96), n_cells=3, seed=4, radius=(14.0, 18.0))
+    labels = movie.labels.copy()
+    labels[:4] = np.roll(labels[:4], (40, 40), axis=(1, 2))  # training frames: corrupted
+    seq = D.sequence_from_arrays("corrupted", movie.image, labels, movie.lineage)
+    cfg = TrainConfig.for_finetuning(
+        steps=2, lr=0.05, val_every=1, val_window=(4, 6), device="cpu", amp=False, batch_size=1
+    )
+    out, records = _run(train([seq], tmp_path / "ft", cfg, init="Fluo-N2DH-SIM+"))
+    start = [r.info["validation"] for r in records if r.info.get("start")]
+    assert len(start) == 1 and start[0]["SEG_plain"] > 0.5  # the start model segments well
+    later = [r.info["validation"] for r in records if "validation" in r.info][1:]
+    assert later and all(v["score"] < start[0]["score"] for v in later)
+    card = read_card(out)
+    assert card.training["outcome"].startswith("no fine-tuned checkpoint beat")
+    assert card.validation["start"]["score"] == pytest.approx(start[0]["score"], abs=1e-4)
+    ref = load_model("Fluo-N2DH-SIM+").net.state_dict()
+    got = load_model(out).net.state_dict()
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k].float(), v.float(), rtol=0, atol=0, msg=k)

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import QMessageBox
 
 from ..ctc import tracks_to_lineage
 from ..engine.data import sequence_from_arrays
-from ..engine.modelfile import CARD, list_models, user_model_dir
+from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, TrainConfig, train
 from ._inputs import InputError, labels_of, movie_of, tracks_of
@@ -106,7 +106,7 @@ class FineTuneWidget(Container):
         self._init = ComboBox(label="start from", choices=self._init_choices)
         self._first = SpinBox(label="first frame", min=0, max=0)
         self._last = SpinBox(label="last frame", min=0, max=0)
-        self._steps = SpinBox(label="steps", min=1, max=1_000_000, value=200)
+        self._steps = SpinBox(label="steps", min=1, max=1_000_000, value=300)
         self._batch = SpinBox(label="batch size", min=1, max=64, value=2)
         self._crop = SpinBox(label="crop size (new model)", min=32, max=1024, step=8, value=256)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
@@ -218,11 +218,12 @@ class FineTuneWidget(Container):
             self._status.value = "not started: choose another model name"
             return None
         init = None if self._init.value == NEW_MODEL else self._init.value
-        config = TrainConfig(
+        # from a model: the fine-tuning recipe and its stop rule, as `embedtrack train --init`
+        make = TrainConfig if init is None else TrainConfig.for_finetuning
+        config = make(
             steps=self._steps.value,
             batch_size=self._batch.value,
             crop_size=self._crop.value,
-            val_fraction=0.0,
             device=self._device.value,
         )
         self._stop.clear()
@@ -255,8 +256,16 @@ class FineTuneWidget(Container):
             self._status.value = "cancelled: no model saved"
             return
         registry.refresh()
-        self._status.value = f"saved model {path.name} ({path})"
-        show_info(f"EmbedTrack: fine-tuned model {path.name!r} saved to {path}")
+        card = read_card(path)
+        start = card.validation.get("start")
+        outcome = ""
+        if start:  # the stop rule's verdict, with the figures before and after
+            after = card.validation.get("score")
+            outcome = f"; validation score {start['score']:.3f} -> {after:.3f}"
+            if card.training.get("outcome", "").startswith("no fine-tuned"):
+                outcome += " (no improvement: the starting model's weights were kept)"
+        self._status.value = f"saved model {path.name} ({path}){outcome}"
+        show_info(f"EmbedTrack: fine-tuned model {path.name!r} saved to {path}{outcome}")
 
     def _on_done(self, _result) -> None:
         for w in self._inputs:
