@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from napari_embedtrack.engine import data as D
+from napari_embedtrack.engine import losses
 from napari_embedtrack.engine.losses import (
     LossWeights,
     embedtrack_loss,
@@ -18,6 +19,8 @@ from napari_embedtrack.engine.losses import (
     lovasz_hinge_rows,
     make_grid,
 )
+
+from . import _loss_reference as ref
 
 H = W = 48  # make_targets expects square crops
 G = 1.0 / 63.0  # grid spacing of 64-pixel training crops
@@ -358,3 +361,263 @@ def test_unknown_frames_do_not_dilute_the_loss():
     )
     assert parts_two == pytest.approx(parts_one)
     assert float(both) == pytest.approx(float(one))
+
+
+# --------------------------------------------------------------------------- = reference
+# The loss is computed without instances x pixels products and without sorting whole rows
+# (issue #13); its value and gradients must stay those of the plain dense formulas kept in
+# _loss_reference.py. The Lovász gradient of a pixel depends on its rank among the errors, so
+# two errors within an ulp of each other may swap ranks, and gradients, when the instance
+# mean bandwidths are summed in another order (also in the reference, e.g. with other BLAS
+# threads). Gradients are therefore compared with bandwidths that are multiples of 1/64,
+# whose sums are exact in any order; with arbitrary bandwidths, the values.
+S = 64  # crop of the comparison cases
+GS = 1.0 / 63.0
+
+
+def _random_case(
+    seed: int,
+    n_cells: int = 5,
+    radius: tuple[float, float] = (4.0, 9.0),
+    divide: bool = False,
+    ignore: bool = False,
+    size: int = S,
+) -> dict[str, torch.Tensor]:
+    """A cropped pair (batch of one) of random disk cells, apart where there is room, that
+    move a few pixels. With ``divide`` cell 1 divides at t; with ``ignore`` unknown rectangles
+    cover background and parts of cells, and one whole cell at t-1 is unknown (an instance
+    without valid pixels)."""
+    rng = np.random.default_rng(seed)
+    prev = np.zeros((size, size), np.int32)
+    cur = np.zeros((size, size), np.int32)
+    parents, starts = {}, {}
+    placed: list[tuple[float, float, float]] = []
+    for tid in range(1, n_cells + 1):
+        for _ in range(100):  # apart from the others (by at least 4 px after moving)
+            r = rng.uniform(*radius)
+            cy, cx = rng.uniform(r, size - r, 2)
+            if all(math.hypot(cy - y, cx - x) > r + q + 10 for y, x, q in placed):
+                break
+        placed.append((cy, cx, r))
+        prev[_disk(cy, cx, r, (size, size))] = tid
+        dy, dx = rng.uniform(-3, 3, 2)
+        if divide and tid == 1:  # daughters on either side of the parent's centre
+            for k, sgn in ((n_cells + 1, -1), (n_cells + 2, 1)):
+                cur[_disk(cy + sgn * r / 2, cx, r / 2, (size, size))] = k
+                parents[k], starts[k] = 1, 1
+        else:
+            cur[_disk(cy + dy, cx + dx, r, (size, size))] = tid
+    seg = np.stack([prev, cur])
+    ign = np.zeros(seg.shape, bool)
+    if ignore:
+        for k in range(2):
+            for _ in range(3):
+                y0, x0 = rng.integers(0, size - 8, 2)
+                hh, ww = rng.integers(4, 16, 2)
+                ign[k, y0 : y0 + hh, x0 : x0 + ww] = True
+        ign[0] |= prev == prev.max()  # one whole cell unknown at t-1
+    seq = D.TrainingSequence(
+        "case", (seg > 0).astype(np.float32), seg, seg.copy(), ign, parents, starts
+    )
+    return _targets(seq)
+
+
+def _random_outputs(batch, seed: int, aim: float = 0.7, noise_px: float = 1.5):
+    """Outputs (seg_t, seg_prev, track) of a partly trained network: offsets of a fraction
+    ``aim`` of the cells' pixels point near their centres, the others anywhere near; random
+    bandwidths (kernels of a few pixels to the whole crop; multiples of 1/64) and seediness."""
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = batch["labels"].shape
+    spacing = 1.0 / (w - 1)
+    grid = make_grid(h, w, spacing)
+
+    def offsets(lab, cen):
+        off = (torch.rand(2, h, w, generator=g) - 0.5) * 0.4
+        hit = (lab > 0) & (torch.rand(h, w, generator=g) < aim)
+        noise = torch.randn(2, int(hit.sum()), generator=g) * noise_px * spacing
+        off[:, hit] = cen[lab[hit] - 1].T * spacing - grid[:, hit] + noise
+        return off
+
+    segs = torch.rand(2, b, 5, h, w, generator=g)
+    segs[:, :, 2:4] = torch.randint(22, 55, (2, b, 2, h, w), generator=g) / 64.0
+    track = torch.zeros(b, 2, h, w)
+    for i in range(b):
+        for k in range(2):
+            segs[1 - k, i, :2] = offsets(batch["labels"][i, k], batch["centres"][i, k])
+        track[i] = offsets(batch["track_labels"][i], batch["track_centres"][i])
+    return segs[0], segs[1], track
+
+
+def _both(batch, outs, spacing=GS, weights=None):
+    """(total, parts, grads of the three outputs) of the reference and of the loss."""
+    res = []
+    for fn in (ref.embedtrack_loss, embedtrack_loss):
+        leaves = [o.detach().clone().requires_grad_(True) for o in outs]
+        total, parts = fn(*leaves, batch, spacing, weights)
+        total.backward()
+        grads = [torch.zeros_like(x) if x.grad is None else x.grad for x in leaves]
+        res.append((float(total.detach()), parts, grads))
+    return res
+
+
+def _assert_same(batch, outs, grads: bool = True, spacing=GS, weights=None) -> float:
+    """Loss = reference (value, parts, gradients); returns the largest relative difference."""
+    (t0, p0, g0), (t1, p1, g1) = _both(batch, outs, spacing, weights)
+    assert t1 == pytest.approx(t0, rel=1e-5, abs=1e-7)
+    assert p1 == pytest.approx(p0, rel=1e-5, abs=1e-7)
+    worst = abs(t1 - t0) / max(abs(t0), 1e-12)
+    if grads:
+        for a, b in zip(g1, g0, strict=True):
+            scale = float(b.abs().max())
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * scale + 1e-12)
+            worst = max(worst, float((a - b).abs().max()) / max(scale, 1e-12))
+    return worst
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_equals_reference_random_crops(seed):
+    batch = _random_case(seed)
+    assert batch["n_inst"].min() >= 3 and int(batch["n_track"]) >= 3
+    _assert_same(batch, _random_outputs(batch, seed))
+
+
+def test_equals_reference_with_ignore_regions():
+    for seed in range(3):
+        batch = _random_case(10 + seed, ignore=True)
+        assert batch["ignore"].any(1).any() and batch["ignore"][0, 0].any()
+        _assert_same(batch, _random_outputs(batch, seed))
+
+
+def test_equals_reference_with_daughters():
+    for seed in range(3):
+        batch = _random_case(20 + seed, divide=True)
+        tl = batch["track_labels"][0]
+        lab_t = batch["labels"][0, 1]
+        # both daughters form one tracking instance, aimed at the parent
+        assert int(batch["n_inst"][0, 1]) == int(batch["n_track"]) + 1
+        assert (tl[lab_t > 0] > 0).all()
+        _assert_same(batch, _random_outputs(batch, seed))
+
+
+def test_equals_reference_one_and_zero_instances():
+    one = _random_case(30, n_cells=1)
+    assert one["n_inst"][0].tolist() == [1, 1] and int(one["n_track"][0]) == 1
+    _assert_same(one, _random_outputs(one, 0))
+    empty = _targets(_sequence(np.zeros((S, S), np.int32), np.zeros((S, S), np.int32)))
+    _assert_same(empty, _random_outputs(empty, 1))
+    # a batch of both, an entirely unknown pair, and a pair whose crop at t is empty
+    gone = _random_case(31, n_cells=2)
+    gone["labels"][:, 1] = 0
+    gone["n_inst"][:, 1] = 0
+    gone["track_labels"][:] = 0
+    gone["n_track"][:] = 0
+    unknown = {k: v.clone() for k, v in empty.items()}
+    unknown["ignore"][:] = True
+    both = {k: torch.cat([one[k], empty[k], gone[k], unknown[k]]) for k in one}
+    _assert_same(both, _random_outputs(both, 2))
+
+
+def test_equals_reference_large_instances():
+    """Cells covering most of the crop (most pixels are positives of some row)."""
+    for seed in range(2):
+        batch = _random_case(40 + seed, n_cells=3, radius=(18.0, 26.0))
+        assert (batch["labels"] > 0).float().mean() > 0.4
+        _assert_same(batch, _random_outputs(batch, seed))
+
+
+def test_equals_reference_batch_and_weights():
+    cases = [_random_case(50 + s, ignore=s % 2 == 1, divide=s == 2) for s in range(4)]
+    batch = {k: torch.cat([c[k] for c in cases]) for k in cases[0]}
+    w = LossWeights(instance=2.0, variance=3.0, seed=0.5, foreground=2.0, track=1.5)
+    _assert_same(batch, _random_outputs(batch, 5), weights=w)
+
+
+@pytest.mark.parametrize("aim", [0.0, 1.0])
+def test_equals_reference_untrained_and_trained_like(aim):
+    """All offsets random (wide spread of errors), or all pixels near their centres with
+    narrow kernels (few pixels left to sort: the pruning does the most)."""
+    batch = _random_case(60, n_cells=6)
+    seg_t, seg_prev, track = _random_outputs(batch, 6, aim=aim, noise_px=0.7)
+    if aim:  # kernels of about 2 px
+        bw = round(64 * _ideal_bw(2.0)) / 64
+        for s in (seg_t, seg_prev):
+            s[:, 2:4] = bw + torch.randint(-1, 2, s[:, 2:4].shape) / 64.0
+    _assert_same(batch, (seg_t, seg_prev, track))
+
+
+def test_equals_reference_any_bandwidths():
+    for seed in range(3):
+        batch = _random_case(90 + seed, ignore=seed == 1, divide=seed == 2)
+        outs = _random_outputs(batch, seed)
+        for s in outs[:2]:
+            s[:, 2:4] = torch.rand(s[:, 2:4].shape, generator=torch.Generator().manual_seed(seed))
+        _assert_same(batch, outs, grads=False)
+
+
+def test_equals_reference_value_at_ties():
+    """Zero offsets (a fresh network): the centre pixel scores exactly 1 (a positive with
+    error 0) and symmetric pixels tie, so the gradients depend on the order of ties; the
+    value does not. Also kernels so narrow that far scores underflow to 0, and so wide that
+    every pixel counts."""
+    batch = _random_case(70)
+    for bw in (0.55, 1.0, 0.05):
+        seg_t, seg_prev, track = _random_outputs(batch, 7)
+        for s in (seg_t, seg_prev):
+            s[:, :2] = 0.0
+            s[:, 2:4] = bw
+        _assert_same(batch, (seg_t, seg_prev, torch.zeros_like(track)), grads=False)
+
+
+def test_frame_losses_equal_reference_edge_cases():
+    """Labels above the instance count, ids without pixels, a row without valid pixels."""
+    grid = make_grid(S, S, GS)
+    batch = _random_case(80, n_cells=4)
+    seg_t, _, track = _random_outputs(batch, 8)
+    lab = batch["labels"][0, 1].clone()
+    m = int(batch["n_inst"][0, 1])
+    cen = batch["centres"][0, 1, :m] * GS
+    ign = torch.zeros(S, S, dtype=torch.bool)
+    ign[lab == 2] = True  # instance 2 entirely unknown (no valid positive)
+    ign[:10] = True
+    lab[lab == 4] = 9  # ids above m: neither background nor a row
+    tl = batch["track_labels"][0].clone()
+    n = int(batch["n_track"][0])
+    tc = batch["track_centres"][0, : n + 2] * GS  # two targets without pixels
+    tl[tl == 1] = 0  # and the first one gone
+    tl[tl == 2] = n + 5  # ids above M
+    w = LossWeights()
+    res = []
+    for mod in (ref, losses):
+        seg = seg_t[0].clone().requires_grad_(True)
+        trk = track[0].clone().requires_grad_(True)
+        parts = [*mod.frame_seg_loss(seg, lab, ign, cen, grid, w)]
+        parts.append(mod.frame_track_loss(trk, seg[2:4], tl, ign, tc, grid))
+        sum(parts).backward()
+        res.append(([x.detach() for x in parts], seg.grad, trk.grad))
+    (a, ga, ta), (b, gb, tb) = res
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gb, ga, rtol=1e-5, atol=1e-5 * float(ga.abs().max()))
+    torch.testing.assert_close(tb, ta, rtol=1e-5, atol=1e-5 * float(ta.abs().max()))
+
+
+def test_lovasz_hinge_rows_equals_reference():
+    rng = np.random.default_rng(9)
+    for dtype in (torch.float32, torch.float64):
+        for n in (1, 7, 300):
+            logits = torch.tensor(rng.uniform(-2.5, 2.5, (5, n)), dtype=dtype)
+            logits[1] = 1.0  # ties, errors <= 0
+            labels = torch.tensor(rng.random((5, n)) < 0.3)
+            labels[2] = False  # a row without positives
+            labels[3] = True
+            valid = torch.tensor(rng.random(n) < 0.8)
+            for v in (None, valid):
+                a = logits.clone().requires_grad_(True)
+                b = logits.clone().requires_grad_(True)
+                want = ref.lovasz_hinge_rows(a, labels, v)
+                got = lovasz_hinge_rows(b, labels, v)
+                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+                if dtype == torch.float64:  # (rows 0, 2-4 tie-free)
+                    want.sum().backward()
+                    got.sum().backward()
+                    keep = [0, 2, 3, 4]
+                    torch.testing.assert_close(b.grad[keep], a.grad[keep], rtol=1e-6, atol=1e-9)
