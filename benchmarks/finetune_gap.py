@@ -2,9 +2,11 @@
 
 A shipped (or any) model is fine-tuned on the ground truth of the first N annotated frames of
 a CTC sequence it was not trained on (sparse: only the SEG masks of those frames and the
-tracking markers of those frames; every other frame is unknown), for at most M CPU-minutes.
-SEG is then measured on the annotated frames after them, before and after fine-tuning,
-without TTA. Prints one JSON object.
+tracking markers of those frames; every other frame is unknown) with the fine-tuning recipe
+of `embedtrack train --init` (`TrainConfig.for_finetuning`: its stop rule validates on the
+last corrected frame and keeps the starting model unless a checkpoint beats it), for at most
+M CPU-minutes. SEG is then measured on the annotated frames after them, before and after
+fine-tuning, without TTA. Prints one JSON object.
 
     python benchmarks/finetune_gap.py --model Fluo-N2DH-SIM+ \
         --data ../shared/data/ctc/Fluo-N2DH-GOWT1 --annotated 5 --minutes 10 --out /tmp/ft
@@ -52,8 +54,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--annotated", type=int, default=5)
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--steps", type=int, help="default: the recipe's")
+    p.add_argument("--lr", type=float, help="default: the recipe's")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -62,8 +64,11 @@ def main() -> None:
     later = [t for t in seq.seg_frames if t > ann[-1]]
     before = seg_on(args.model, seq, later)
     sparse = D.keep_frames(D.only_frames(seq, ann), slice(0, ann[-1] + 1))
-    cfg = TrainConfig(
-        steps=args.steps, lr=args.lr, val_fraction=0.0, max_seconds=args.minutes * 60, device="cpu"
+    given = {"steps": args.steps, "lr": args.lr}
+    cfg = TrainConfig.for_finetuning(
+        max_seconds=args.minutes * 60,
+        device="cpu",
+        **{k: v for k, v in given.items() if v is not None},
     )
     t0 = time.perf_counter()
     run(train([sparse], args.out, cfg, init=args.model, name="finetuned"))
@@ -82,7 +87,8 @@ def main() -> None:
                 "gain": round(after - before, 4),
                 "steps": card.training["steps"],
                 "train_minutes": round(minutes, 2),
-                "lr": args.lr,
+                "lr": cfg.lr,
+                "outcome": card.training.get("outcome"),
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])
                 ),

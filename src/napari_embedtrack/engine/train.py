@@ -15,7 +15,9 @@ import json
 import logging
 import math
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -134,6 +136,48 @@ def _fast_mixed_precision(device: torch.device) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # private API: assume no
         return False
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CPUs and on GPUs that support it (no loss scaling needed), else fp16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16 if device.type in ("cpu", "cuda") else torch.float16
+
+
+def _prefetch(
+    sampler: D.PairSampler, batch_size: int, depth: int = 2
+) -> Generator[dict, None, None]:
+    """Batches from a background thread, ``depth`` ahead (crop sampling, augmentation and
+    medoids take ~50 ms a sample on the main thread otherwise). One producer, so the order
+    of the crops is the sampler's own; closing the generator stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                item = D.collate([sampler.sample() for _ in range(batch_size)])
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # hand the error to the consumer
+            q.put(err)
+
+    worker = threading.Thread(target=produce, name="embedtrack-crops", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def _mask_sizes(sequences: list[D.TrainingSequence]) -> np.ndarray:
@@ -309,7 +353,11 @@ def train(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     amp = cfg.amp if cfg.amp is not None else _fast_mixed_precision(device)
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    amp_dtype = _amp_dtype(device)
+    # fp16 needs loss scaling (most output gradients lie below its normal range); bf16 not
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=amp and amp_dtype == torch.float16 and device.type == "cuda"
+    )
 
     if init is not None:
         base = load_model(init)
@@ -454,13 +502,14 @@ def train(
             )
     t_start = time.perf_counter() - seconds
     running = None
+    batches = _prefetch(sampler, cfg.batch_size)
     try:
         while step < total:
             if should_stop is not None and should_stop():
                 save_checkpoint()
                 return out_dir
             net.train()
-            batch = D.collate([sampler.sample() for _ in range(cfg.batch_size)])
+            batch = next(batches)
             batch = {k: v.to(device) for k, v in batch.items()}
             img = batch["image"].to(memory_format=torch.contiguous_format)
             prev = img[:, 0:1].contiguous(memory_format=memory_format)
@@ -469,9 +518,11 @@ def train(
                 seg_t, seg_prev, trk = net(cur, prev)
             loss, parts = embedtrack_loss(seg_t, seg_prev, trk, batch, card.grid_spacing, cfg.loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
             seconds = time.perf_counter() - t_start
@@ -517,4 +568,6 @@ def train(
     except (KeyboardInterrupt, GeneratorExit):
         save_checkpoint()
         raise
+    finally:
+        batches.close()
     return out_dir
