@@ -41,6 +41,21 @@ VARIANTS: dict[str, dict] = {
         "gap_frac": 1.0,
         "drop_single": True,
     },
+    # the daughter size test against real divisions (SIM+ daughters can be small at birth)
+    "fragments 0.2, divisions one-frame rule only": {"fragment_frac": 0.2, "daughter_frac": 0.0},
+    "fragments 0.2, divisions 0.1": {"fragment_frac": 0.2, "daughter_frac": 0.1},
+    "fragments 0.35, divisions one-frame rule only": {"fragment_frac": 0.35, "daughter_frac": 0.0},
+    "fragments 0.2, divisions one-frame, gaps": {
+        "fragment_frac": 0.2,
+        "daughter_frac": 0.0,
+        "gap_frac": 1.0,
+    },
+    "fragments 0.2, divisions one-frame, gaps, drop single": {
+        "fragment_frac": 0.2,
+        "daughter_frac": 0.0,
+        "gap_frac": 1.0,
+        "drop_single": True,
+    },
 }
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 

@@ -18,16 +18,28 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import tifffile
 from _common import add_model_and_frames
 
 from napari_embedtrack import ctc
 from napari_embedtrack.cli import run_predict
+from napari_embedtrack.engine.data import normalize_frame
+from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.proxy import STYLES, restyle_movie
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_frames(p)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--style",
+        default="plain",
+        choices=["plain", *STYLES],
+        help="score on a re-styled copy of the frames (engine.proxy): a harder stand-in for a "
+        "new movie",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -39,15 +51,15 @@ def main() -> None:
     start, stop, _ = args.frames.indices(gt.n_frames)
     gt = gt.select_frames(start, stop)
     ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
+    source, frames = data / args.seq, args.frames
+    if args.style != "plain":  # the re-styled frames as one TIFF stack
+        movie = ctc.read_movie(source)[start:stop]
+        pct = load_model(args.model).card.percentiles
+        norm = np.stack([normalize_frame(f, pct) for f in movie])
+        source, frames = out / f"{args.style}.tif", slice(None)
+        tifffile.imwrite(source, restyle_movie(norm, args.style))
     t0 = time.perf_counter()
-    run_predict(
-        data / args.seq,
-        args.model,
-        out / "RES",
-        tta=args.tta,
-        frames=args.frames,
-        progress=False,
-    )
+    run_predict(source, args.model, out / "RES", tta=args.tta, frames=frames, progress=False)
     seconds = time.perf_counter() - t0
     scores = ctc.score_results(out / "GT", out / "RES")
     print(
@@ -56,8 +68,9 @@ def main() -> None:
                 "model": args.model,
                 "data": f"{data.name}/{args.seq}",
                 "frames": f"{start}-{stop - 1}",
+                "style": args.style,
                 "tta": "card default" if args.tta is None else args.tta,
-                **{k: round(v, 4) for k, v in scores.items()},
+                **{k: v if v is None else round(v, 4) for k, v in scores.items()},
                 "seconds_per_frame": round(seconds / (stop - start), 2),
             }
         )

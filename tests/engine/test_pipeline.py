@@ -102,3 +102,40 @@ def test_model_object_accepted(tiny_model_dir, small_movie):
     a = run(track_movie(small_movie.image[:2], loaded, tta=False))
     b = run(track_movie(small_movie.image[:2], str(tiny_model_dir), tta=False))
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_default_cleanup_scales_with_the_card_cell_size():
+    from napari_embedtrack.engine.modelfile import ModelCard
+    from napari_embedtrack.engine.pipeline import FRAGMENT_FRACTION
+
+    params = default_cluster_params(ModelCard(cell_size=1000))
+    assert params.fragment_size == round(FRAGMENT_FRACTION * 1000)
+    assert params.gap_distance == pytest.approx(2 * np.sqrt(1000 / np.pi))
+    assert params.min_daughter_size == 0  # the one-frame daughter rule
+    assert params.acceptance == "proposal"
+    unknown = default_cluster_params(ModelCard())  # old cards: no size-based rules
+    assert unknown.fragment_size == 0 and unknown.gap_distance == 0
+
+
+def test_retrack_with_default_cleanup_keeps_a_perfect_lineage(synthetic_movie, tmp_path):
+    """Ideal outputs with the track clean-up on (card cell size from the movie's masks): every
+    official measure, the lineage ones included, stays 1.0: the rules do not undo real
+    divisions, bridge real ends or merge touching cells."""
+    from napari_embedtrack.engine.modelfile import ModelCard
+
+    sizes = np.concatenate([np.bincount(f.ravel())[1:] for f in synthetic_movie.labels])
+    card = ModelCard(grid_spacing=1 / 255, min_size=1, cell_size=int(np.median(sizes[sizes > 0])))
+    outputs = ideal_outputs(synthetic_movie.labels, synthetic_movie.lineage, card.grid_spacing)
+    result = run(retrack(outputs, default_cluster_params(card)))
+    gt_dir = tmp_path / "01_GT"
+    ctc.write_ground_truth(
+        gt_dir,
+        synthetic_movie.labels,
+        synthetic_movie.lineage,
+        {t: m for t, m in enumerate(synthetic_movie.labels)},
+    )
+    ctc.write_results(tmp_path / "01_RES", result.labels, result.lineage)
+    scores = ctc.score_results(gt_dir, tmp_path / "01_RES")
+    for key in (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS):
+        assert scores[key] == pytest.approx(1.0), key
+    assert scores["tracks"] == scores["gt_tracks"]

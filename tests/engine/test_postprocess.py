@@ -625,3 +625,15 @@ def test_cluster_fragment_size_keeps_isolated_small_cell():
     assert set(np.unique(labels).tolist()) == {0, 1, 2}
     assert (labels[gt == 3] == 2).all()
     assert (labels[gt == 2] == 1).all()
+
+
+def test_repair_divisions_keeps_a_division_in_the_last_frame():
+    """Daughters born in the movie's last frame cannot last longer: not a reason to undo."""
+    lab = np.zeros((3, 20, 30), dtype=np.uint32)
+    lab[0:2, 4:12, 4:12] = 1
+    lab[2, 4:12, 4:8] = 2
+    lab[2, 4:12, 9:13] = 3
+    lin = np.array([[1, 0, 1, 0], [2, 2, 2, 1], [3, 2, 2, 1]], dtype=np.int64)
+    out, olin = repair_divisions(lab, lin, min_daughter_size=0)
+    np.testing.assert_array_equal(out, lab)
+    np.testing.assert_array_equal(olin, lin)

@@ -8,6 +8,7 @@ This is the one entry point the CLI and the widgets use. It is a generator that 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -24,13 +25,28 @@ from .progress import Progress
 log = logging.getLogger(__name__)
 
 
+#: Track clean-up defaults (issue #13), chosen by A/B tests on the three training movies and
+#: their dim, noisy copies (``benchmarks/ab_postprocess.py``; docs/models.md, "Track
+#: clean-up"): fragments below this fraction of the card's median cell area that touch a
+#: cell join it; gaps of one frame are bridged within this many median cell diameters.
+FRAGMENT_FRACTION = 0.2
+GAP_DIAMETERS = 1.0
+
+
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
-    """Clustering settings for a model: thresholds, minimum size and grid from its card."""
+    """Clustering and track clean-up settings for a model, from its card: thresholds,
+    minimum size, grid; fragment size and gap distance scale with ``card.cell_size`` (off
+    when the card does not know it); a division whose daughter lasts one frame is undone.
+    """
+    cell = float(card.cell_size)
     kw = {
         "seed_threshold": card.seed_threshold,
         "score_threshold": card.score_threshold,
         "min_size": card.min_size,
         "grid_spacing": card.pixel_spacing,
+        "fragment_size": round(FRAGMENT_FRACTION * cell),
+        "min_daughter_size": 0,
+        "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
         **overrides,
     }
     return ClusterParams(**kw)

@@ -10,8 +10,8 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
   border with. An isolated small instance is kept (it may be a small cell).
 - :func:`repair_divisions` (whole lineage): a division is plausible only if both daughters are
   at least ``min_daughter_size`` at their first frame and each lasts more than one frame (or
-  divides again). Otherwise the larger daughter continues the parent's track (same id) and the
-  smaller one becomes a track without parent.
+  divides again, or is born in the movie's last frame). Otherwise the larger daughter
+  continues the parent's track (same id) and the smaller one becomes a track without parent.
 - :func:`close_gaps`: a track that ends without children at t-1 and one that starts without
   parent at t+1 within ``gap_distance`` pixels (centroids) are the same cell missed in frame
   t: the second track takes the first one's id and frame t gets the first track's t-1 mask
@@ -169,9 +169,13 @@ def repair_divisions(
     has_children = {v[2] for v in table.values() if v[2]}
     mapping: dict[int, int] = {}
 
+    last = labels.shape[0] - 1
+
     def plausible(d: int) -> bool:
+        # a daughter born in the last frame cannot last longer: only its size counts
         s, e, _ = table[d]
-        return size0.get(d, 0) >= min_daughter_size and (e > s or d in has_children)
+        lasting = e > s or d in has_children or e == last
+        return size0.get(d, 0) >= min_daughter_size and lasting
 
     for t in sorted({v[0] for v in table.values()}):
         kids_of: dict[int, list[int]] = {}
