@@ -235,7 +235,6 @@ def close_gaps(
     table = _table(lineage)
     parents = {v[2] for v in table.values() if v[2]}
     out = labels.copy()
-    mapping: dict[int, int] = {}
     n_closed = 0
     for t in range(1, labels.shape[0] - 1):
         ending = [k for k, (s, e, p) in table.items() if e == t - 1 and k not in parents]
@@ -264,8 +263,8 @@ def close_gaps(
             free = out[t, ys, xs] == 0
             out[t, ys[free], xs[free]] = a
             # b continues a
-            sel = out[t + 1 :] == b
-            out[t + 1 :][sel] = a
+            later = out[t + 1 : table[b][1] + 1]  # b's own frames only (a view)
+            later[later == b] = a
             table[a][1] = table[b][1]
             for v in table.values():
                 if v[2] == b:
@@ -273,7 +272,6 @@ def close_gaps(
             if b in parents:
                 parents.add(a)
             del table[b]
-            mapping[b] = a
             n_closed += 1
     if n_closed:
         log.info("closed %d one-frame gap(s)", n_closed)
