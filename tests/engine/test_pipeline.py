@@ -113,6 +113,8 @@ def test_default_cleanup_scales_with_the_card_cell_size():
     assert params.gap_distance == pytest.approx(2 * np.sqrt(1000 / np.pi))
     assert params.min_daughter_size == 0  # the one-frame daughter rule
     assert params.acceptance == "proposal"
+    assert not params.drop_single
+    assert default_cluster_params(ModelCard(cell_size=1000, drop_single=True)).drop_single
     unknown = default_cluster_params(ModelCard())  # old cards: no size-based rules
     assert unknown.fragment_size == 0 and unknown.gap_distance == 0
 

@@ -50,6 +50,8 @@ class ModelCard:
         min_size: minimum instance size (px): half the 1% percentile of training mask sizes.
         cell_size: median area (px, movie pixels) of the training masks; the track clean-up
             rules (fragments, divisions, gaps) scale with it. 0: unknown (rules off).
+        drop_single: track clean-up option: remove one-frame tracks without parent or
+            children (on where it measured better, e.g. MSC's large slow cells).
         tta: whether test-time augmentation is on by default (CLI and widget alike), decided
             per model from measurements (docs/models.md); ``--tta`` / ``--no-tta`` override.
         seed_threshold: default seediness threshold for clustering (paper: 0.5).
@@ -69,6 +71,7 @@ class ModelCard:
     min_size: int = 20
     cell_size: int = 0
     tta: bool = False
+    drop_single: bool = False
     seed_threshold: float = 0.5
     score_threshold: float = 0.5
     dropout: float = 0.3

@@ -47,6 +47,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "fragment_size": round(FRAGMENT_FRACTION * cell),
         "min_daughter_size": 0,
         "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
+        "drop_single": card.drop_single,
         **overrides,
     }
     return ClusterParams(**kw)
