@@ -342,3 +342,19 @@ def test_finetune_on_corrupted_labels_returns_the_starting_model(tmp_path):
     got = load_model(out).net.state_dict()
     for k, v in ref.items():
         torch.testing.assert_close(got[k].float(), v.float(), rtol=0, atol=0, msg=k)
+
+
+def test_finetune_without_held_out_frames_validates_on_restyled_training_frames(
+    sequence, tiny_model, tmp_path
+):
+    """Too few corrections to hold any out: the stop rule still has a validation, on dim
+    noisy copies of the corrected training frames."""
+    start_dir, _ = tiny_model
+    cfg = TrainConfig.for_finetuning(
+        steps=1, val_fraction=0.0, val_every=1, device="cpu", amp=False, batch_size=1
+    )
+    _, records = _run(train([sequence], tmp_path / "ft", cfg, init=start_dir))
+    vals = [r.info["validation"] for r in records if "validation" in r.info]
+    assert records[0].info.get("start") and len(vals) == 2
+    for v in vals:  # no plain figures: those frames are trained on
+        assert "SEG_hard" in v and set(v) <= {"SEG_hard", "TRA_hard", "score"}
