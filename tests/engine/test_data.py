@@ -449,3 +449,29 @@ def test_intensity_keeps_a_dim_cell_dim_in_an_empty_crop():
     noisy = D._intensity(img, rng, cfg, {"contrast": 0.3, "noise": 0.02})
     step = float(np.median(noisy[22:38, 22:38]) - np.median(noisy[:10, :10]))
     assert 0.1 < step < 0.2
+
+
+def test_sparse_corrections_leave_the_rest_of_the_frame_unknown():
+    """Frames where only some cells were corrected: those cells are learnt, every other pixel
+    is unknown (not background); complete frames keep their background; tracking targets
+    only where both frames of a pair are labelled."""
+    movie = make_movie(n_frames=5, shape=(64, 64), n_cells=3, seed=3, radius=(5.0, 7.0))
+    labels = movie.labels.copy()
+    one = int(np.unique(labels[2])[1])
+    labels[2][labels[2] != one] = 0  # frame 2: one cell corrected, the others not
+    seq = D.sequence_from_arrays(
+        "s", movie.image, labels, movie.lineage, annotated_frames=[1], sparse_frames=[2]
+    )
+    assert seq.seg_frames == [1, 2]
+    np.testing.assert_array_equal(seq.ignore[2], labels[2] == 0)
+    np.testing.assert_array_equal(seq.seg[2], labels[2])
+    assert not seq.ignore[1].any() and seq.ignore[0].all() and seq.ignore[3].all()
+    sample = D.PairSampler([seq], [[2]], 64, None, seed=0).sample()  # pair (1, 2)
+    assert sample["ignore"][1].sum() == (labels[2] == 0).sum()
+    assert (sample["labels"][1] > 0).sum() == (labels[2] == one).sum()
+    # the corrected cell at 2 was labelled at 1 too: it has a tracking target
+    assert sample["track_labels"].max() >= 1
+    # a pair whose earlier frame is unknown teaches no tracking
+    alone = D.sequence_from_arrays("a", movie.image, labels, movie.lineage, [], sparse_frames=[2])
+    sample = D.PairSampler([alone], [[2]], 64, None, seed=0).sample()
+    assert sample["track_labels"].max() == 0

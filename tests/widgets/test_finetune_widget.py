@@ -98,3 +98,23 @@ def test_model_pickers_start_on_the_default_shipped_model():
     labels = [label for label, _ in registry.choices()]
     assert labels[0] == DEFAULT_MODEL
     assert {"Fluo-N2DH-GOWT1", "Fluo-C2DL-MSC"} <= set(labels)
+
+
+def test_finetune_from_sparse_corrections(qtbot, setup, user_models):
+    """Only some cells labelled per frame (the sparse switch): trains and installs a model,
+    and the starting model's validation comes first (the stop rule)."""
+    viewer, tune, _ = setup
+    labels = viewer.layers["truth"]
+    sparse = labels.data.copy()
+    for t in range(sparse.shape[0]):  # keep one cell per frame
+        ids = np.unique(sparse[t])[1:]
+        sparse[t][~np.isin(sparse[t], ids[:1])] = 0
+    tune._labels.value = viewer.add_labels(sparse, name="some cells")
+    tune._sparse.value = True
+    seen = []
+    with qtbot.waitSignal(tune.runner.done, timeout=TIMEOUT) as blocker:
+        worker = tune.start()
+        worker.yielded.connect(seen.append)
+    assert blocker.args[0] == user_models / "tuned"
+    assert any(p.info.get("start") for p in seen)
+    assert "validation score" in tune._status.value

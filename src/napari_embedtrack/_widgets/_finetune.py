@@ -20,6 +20,7 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     Label,
@@ -60,13 +61,23 @@ def finetune(
     init: Path | None,
     config: TrainConfig,
     should_stop: Callable[[], bool],
+    sparse: bool = False,
 ) -> Generator[Progress, None, Path | None]:
     """Train on one labelled movie and install the model as user model ``name``.
 
+    ``sparse``: in the ``annotated`` frames only the labelled cells are known (every other
+    pixel unknown), instead of the frames being complete annotations.
     Returns the installed model folder, or None if stopped (nothing is installed then).
     """
     yield Progress(0, config.steps, "preparing training data")
-    seq = sequence_from_arrays(name, movie, labels, lineage, annotated_frames=annotated)
+    seq = sequence_from_arrays(
+        name,
+        movie,
+        labels,
+        lineage,
+        annotated_frames=[] if sparse else annotated,
+        sparse_frames=annotated if sparse else None,
+    )
     root = user_model_dir()
     staging = root / ".training" / name
     shutil.rmtree(staging, ignore_errors=True)
@@ -111,14 +122,20 @@ class FineTuneWidget(Container):
         self._crop = SpinBox(label="crop size (new model)", min=32, max=1024, step=8, value=256)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._name = LineEdit(label="new model name", value="")
+        self._sparse = CheckBox(text="only the labelled cells are corrected (sparse)")
+        self._sparse.tooltip = (
+            "On: in each labelled frame only the labelled cells are known; every other pixel "
+            "is unknown, not background. Off: labelled frames are complete annotations"
+        )
         self._train = PushButton(text="Train")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._bar = ProgressBar(label="", value=0, min=0, max=1)
         self._status = Label(label="", value="")
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False)
         self._inputs = [
-            self._image, self._labels, self._tracks, self._init, self._first, self._last,
-            self._steps, self._batch, self._crop, self._device, self._name, self._train,
+            self._image, self._labels, self._tracks, self._sparse, self._init, self._first,
+            self._last, self._steps, self._batch, self._crop, self._device, self._name,
+            self._train,
         ]  # fmt: skip
         self.extend([*self._inputs[:-1], buttons, self._bar, self._status])
         self.plot = LossPlot()
@@ -230,6 +247,7 @@ class FineTuneWidget(Container):
         gen = finetune(
             np.asarray(movie), labels, lineage, annotated,
             name=name, init=init, config=config, should_stop=self._stop.is_set,
+            sparse=self._sparse.value,
         )  # fmt: skip
         self.plot.clear(config.steps)
         for w in self._inputs:

@@ -257,6 +257,7 @@ def sequence_from_arrays(
     lineage: np.ndarray | None = None,
     annotated_frames: list[int] | None = None,
     percentiles=(1.0, 99.8),
+    sparse_frames: list[int] | None = None,
 ) -> TrainingSequence:
     """Training sequence from arrays (e.g. napari layers): sparse corrections.
 
@@ -267,6 +268,12 @@ def sequence_from_arrays(
             taken as the same cell (as napari Labels edited by hand usually are).
         annotated_frames: frames whose labels are complete; other frames are ignored
             entirely. Default: frames with at least one label.
+        sparse_frames: frames where only some cells were corrected: their labelled cells are
+            learnt, every unlabelled pixel is unknown (neither background nor cell). Frames
+            listed here need not be in ``annotated_frames``.
+
+    Tracking targets come from consecutive labelled frames only: a cell whose previous
+    frame is unknown has no predecessor to point to and teaches segmentation alone.
     """
     movie = np.asarray(movie)
     labels = np.asarray(labels).astype(np.int32)
@@ -276,9 +283,13 @@ def sequence_from_arrays(
         raise ValueError(f"image {movie.shape} and labels {labels.shape} differ in shape")
     if annotated_frames is None:
         annotated_frames = [t for t in range(len(labels)) if labels[t].any()]
+    sparse = np.zeros(len(labels), bool)
+    sparse[list(sparse_frames or [])] = True
     ann = np.zeros(len(labels), bool)
     ann[list(annotated_frames)] = True
+    ann |= sparse
     ignore = np.broadcast_to(~ann[:, None, None], labels.shape).copy()
+    ignore[sparse] = labels[sparse] == 0
     seg = np.where(ann[:, None, None], labels, 0).astype(np.int32)
     parents, starts = {}, {}
     if lineage is not None and len(lineage):
