@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--steps", type=int, help="default: the recipe's")
     p.add_argument("--lr", type=float, help="default: the recipe's")
+    p.add_argument("--train-parts", default="all", choices=["all", "decoders"])
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -64,7 +65,7 @@ def main() -> None:
     later = [t for t in seq.seg_frames if t > ann[-1]]
     before = seg_on(args.model, seq, later)
     sparse = D.keep_frames(D.only_frames(seq, ann), slice(0, ann[-1] + 1))
-    given = {"steps": args.steps, "lr": args.lr}
+    given = {"steps": args.steps, "lr": args.lr, "train_parts": args.train_parts}
     cfg = TrainConfig.for_finetuning(
         max_seconds=args.minutes * 60,
         device="cpu",
@@ -88,6 +89,7 @@ def main() -> None:
                 "steps": card.training["steps"],
                 "train_minutes": round(minutes, 2),
                 "lr": cfg.lr,
+                "train_parts": cfg.train_parts,
                 "outcome": card.training.get("outcome"),
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])

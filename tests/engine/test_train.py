@@ -358,3 +358,19 @@ def test_finetune_without_held_out_frames_validates_on_restyled_training_frames(
     assert records[0].info.get("start") and len(vals) == 2
     for v in vals:  # no plain figures: those frames are trained on
         assert "SEG_hard" in v and set(v) <= {"SEG_hard", "TRA_hard", "score"}
+
+
+def test_train_parts_decoders_keeps_the_encoder(sequence, tiny_model, tmp_path):
+    start_dir, _ = tiny_model
+    cfg = _config(steps=2, train_parts="decoders", val_fraction=0.0)
+    out, _ = _run(train([sequence], tmp_path / "dec", cfg, init=start_dir))
+    before = load_model(start_dir).net.state_dict()
+    after = torch.load(out / CHECKPOINT, weights_only=True)["model"]  # the last step's
+    enc = [k for k in before if k.startswith("encoder.")]
+    dec = [k for k in before if k.startswith(("seg_decoder.", "seed_decoder.", "track_decoder."))]
+    assert enc and dec
+    for k in enc:  # weights and BatchNorm statistics alike
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(after[k], before[k]) for k in dec)
+    with pytest.raises(ValueError, match="train_parts"):
+        run(train([sequence], tmp_path / "bad", _config(train_parts="heads"), init=start_dir))

@@ -75,6 +75,8 @@ class TrainConfig:
         dropout: encoder dropout.
         augment: augmentation settings.
         loss: loss weights.
+        train_parts: ``"all"`` or ``"decoders"`` (the shared encoder frozen; its BatchNorm
+            statistics too): which parts of the network learn.
     """
 
     steps: int = 0
@@ -95,6 +97,7 @@ class TrainConfig:
     dropout: float = 0.3
     augment: D.AugmentConfig = field(default_factory=D.AugmentConfig)
     loss: LossWeights = field(default_factory=LossWeights)
+    train_parts: str = "all"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -393,7 +396,13 @@ def train(
     )
     total = cfg.steps or cfg.epochs * per_epoch
     val_every = cfg.val_every or per_epoch
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.train_parts not in ("all", "decoders"):
+        raise ValueError(f"train_parts must be 'all' or 'decoders', got {cfg.train_parts!r}")
+    frozen = net.encoder if cfg.train_parts == "decoders" else None
+    if frozen is not None:
+        frozen.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
     step, best, history, seconds = 0, -1.0, [], 0.0
     ckpt_path = out_dir / CHECKPOINT
@@ -510,6 +519,8 @@ def train(
                 save_checkpoint()
                 return out_dir
             net.train()
+            if frozen is not None:
+                frozen.eval()  # frozen encoder: keep its BatchNorm statistics and no dropout
             batch = next(batches)
             batch = {k: v.to(device) for k, v in batch.items()}
             img = batch["image"].to(memory_format=torch.contiguous_format)
