@@ -302,7 +302,8 @@ def test_drop_single_frame_tracks():
     lab[0, 14:18, 2:6] = 5  # one-frame parent (kept)
     lab[1:4, 14:18, 2:4] = 6
     lab[1:4, 14:18, 5:7] = 7
-    lab[3, 0:2, 25:28] = 8  # one-frame at the last frame: dropped
+    lab[3, 0:2, 25:28] = 8  # one-frame at the last frame: kept (the movie ends there)
+    lab[0, 0:2, 25:28] = 9  # one-frame at the first frame: kept
     lin = _lineage(
         [
             [1, 0, 1, 0],
@@ -313,24 +314,25 @@ def test_drop_single_frame_tracks():
             [6, 1, 3, 5],
             [7, 1, 3, 5],
             [8, 3, 3, 0],
+            [9, 0, 0, 0],
         ]
     )
     _assert_consistent(lab, lin)
     lab0 = lab.copy()
     out, olin = drop_single_frame_tracks(lab, lin)
     np.testing.assert_array_equal(lab, lab0)
-    assert set(_rows(olin)) == {1, 2, 3, 5, 6, 7}
-    assert not np.isin(out, [4, 8]).any()
-    keep = ~np.isin(lab, [4, 8])
+    assert set(_rows(olin)) == {1, 2, 3, 5, 6, 7, 8, 9}
+    assert not np.isin(out, [4]).any()
+    keep = ~np.isin(lab, [4])
     np.testing.assert_array_equal(out[keep], lab[keep])
     _assert_consistent(out, olin)
 
 
 def test_drop_single_frame_tracks_removing_everything():
-    lab = _movie(2)
-    lab[0, 2:4, 2:4] = 1
+    lab = _movie(3)
+    lab[1, 2:4, 2:4] = 1
     lab[1, 8:10, 8:10] = 2
-    out, olin = drop_single_frame_tracks(lab, _lineage([[1, 0, 0, 0], [2, 1, 1, 0]]))
+    out, olin = drop_single_frame_tracks(lab, _lineage([[1, 1, 1, 0], [2, 1, 1, 0]]))
     assert out.max() == 0 and olin.shape == (0, 4)
 
 

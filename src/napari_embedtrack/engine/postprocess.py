@@ -17,7 +17,7 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
   t: the second track takes the first one's id and frame t gets the first track's t-1 mask
   moved half-way (painted on background only).
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
-  are removed (labels and lineage).
+  are removed (labels and lineage), except in the movie's first and last frame.
 
 All functions take and return ``(labels, lineage)``: ``labels`` (T, Y, X) uint32 with label =
 track id, ``lineage`` (N, 4) int64 ``[id, start, end, parent]``; the input arrays are not
@@ -205,11 +205,20 @@ def repair_divisions(
 def drop_single_frame_tracks(
     labels: np.ndarray, lineage: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Remove tracks that last one frame and have neither parent nor children."""
+    """Remove tracks that last one frame and have neither parent nor children.
+
+    Tracks in the movie's first or last frame are kept: a cell there may simply be seen for
+    one frame before the movie ends (or after it starts).
+    """
     labels = np.asarray(labels)
     table = _table(lineage)
     parents = {v[2] for v in table.values() if v[2]}
-    drop = [k for k, (s, e, p) in table.items() if s == e and p == 0 and k not in parents]
+    last = labels.shape[0] - 1
+    drop = [
+        k
+        for k, (s, e, p) in table.items()
+        if s == e and 0 < s < last and p == 0 and k not in parents
+    ]
     for k in drop:
         del table[k]
     if drop:
