@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="default: the recipe's")
     p.add_argument("--lr", type=float, help="default: the recipe's")
     p.add_argument("--train-parts", default="all", choices=["all", "decoders"])
+    p.add_argument("--anchor", type=float, default=0.0, help="weight-drift penalty (0: off)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -65,7 +66,12 @@ def main() -> None:
     later = [t for t in seq.seg_frames if t > ann[-1]]
     before = seg_on(args.model, seq, later)
     sparse = D.keep_frames(D.only_frames(seq, ann), slice(0, ann[-1] + 1))
-    given = {"steps": args.steps, "lr": args.lr, "train_parts": args.train_parts}
+    given = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "train_parts": args.train_parts,
+        "anchor": args.anchor,
+    }
     cfg = TrainConfig.for_finetuning(
         max_seconds=args.minutes * 60,
         device="cpu",
@@ -90,6 +96,7 @@ def main() -> None:
                 "train_minutes": round(minutes, 2),
                 "lr": cfg.lr,
                 "train_parts": cfg.train_parts,
+                "anchor": cfg.anchor,
                 "outcome": card.training.get("outcome"),
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])

@@ -374,3 +374,23 @@ def test_train_parts_decoders_keeps_the_encoder(sequence, tiny_model, tmp_path):
     assert any(not torch.equal(after[k], before[k]) for k in dec)
     with pytest.raises(ValueError, match="train_parts"):
         run(train([sequence], tmp_path / "bad", _config(train_parts="heads"), init=start_dir))
+
+
+def test_anchor_keeps_finetuned_weights_near_the_start(sequence, tiny_model, tmp_path):
+    """The drift penalty: with a large anchor the weights after the same steps stay closer
+    to the starting model than without, and the penalty is reported as a loss part."""
+    start_dir, _ = tiny_model
+    start = load_model(start_dir).net.state_dict()
+
+    def drift(anchor: float) -> float:
+        cfg = _config(steps=2, anchor=anchor, lr=1e-2, val_fraction=0.0)
+        out, records = _run(train([sequence], tmp_path / f"a{anchor}", cfg, init=start_dir))
+        assert (anchor > 0) == any("drift" in r.info for r in records)
+        last = torch.load(out / CHECKPOINT, weights_only=True)["model"]
+        return sum(
+            float(((last[k].float() - v.float()) ** 2).sum())
+            for k, v in start.items()
+            if v.is_floating_point()
+        )
+
+    assert drift(1e3) < drift(0.0)

@@ -77,6 +77,8 @@ class TrainConfig:
         loss: loss weights.
         train_parts: ``"all"`` or ``"decoders"`` (the shared encoder frozen; its BatchNorm
             statistics too): which parts of the network learn.
+        anchor: fine-tuning only: weight of a penalty ``anchor * sum((w - w_start)**2)``
+            keeping the weights near the starting model (against forgetting); 0: off.
     """
 
     steps: int = 0
@@ -98,6 +100,7 @@ class TrainConfig:
     augment: D.AugmentConfig = field(default_factory=D.AugmentConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     train_parts: str = "all"
+    anchor: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -402,6 +405,9 @@ def train(
     if frozen is not None:
         frozen.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
+    start_weights = (
+        [p.detach().clone() for p in params] if init is not None and cfg.anchor > 0 else None
+    )
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
     step, best, history, seconds = 0, -1.0, [], 0.0
@@ -529,6 +535,12 @@ def train(
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 seg_t, seg_prev, trk = net(cur, prev)
             loss, parts = embedtrack_loss(seg_t, seg_prev, trk, batch, card.grid_spacing, cfg.loss)
+            if start_weights is not None:
+                drift = sum(
+                    ((p - w) ** 2).sum() for p, w in zip(params, start_weights, strict=True)
+                )
+                loss = loss + cfg.anchor * drift
+                parts["drift"] = float(drift.detach())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
