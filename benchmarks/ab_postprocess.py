@@ -90,8 +90,7 @@ def main() -> None:
     if not cell_size:
         raise SystemExit("the model card has no cell_size: pass --cell-size")
     base = default_cluster_params(card)
-    base = replace(base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0)
-    base = replace(base, drop_single=False)
+    base = replace(base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, drop_single=False)
     cache = Path(args.cache)
     rows = []
     for style in args.styles:

@@ -78,17 +78,20 @@ def test_retrack_from_ideal_outputs_reproduces_ground_truth(synthetic_movie, tmp
     outputs = ideal_outputs(synthetic_movie.labels, synthetic_movie.lineage, card.grid_spacing)
     params = default_cluster_params(card, min_size=1)
     result = run(retrack(outputs, params))
-    gt_dir = tmp_path / "01_GT"
-    ctc.write_ground_truth(
-        gt_dir,
-        synthetic_movie.labels,
-        synthetic_movie.lineage,
-        {t: m for t, m in enumerate(synthetic_movie.labels)},
-    )
-    ctc.write_results(tmp_path / "01_RES", result.labels, result.lineage)
-    scores = ctc.evaluate(gt_dir, tmp_path / "01_RES")
+    scores = _score_against_truth(synthetic_movie, result, tmp_path)
     assert scores["SEG"] == pytest.approx(1.0)
     assert scores["TRA"] == pytest.approx(1.0)
+
+
+def _score_against_truth(movie, result, tmp_path) -> dict:
+    """Official scores (SEG/DET/TRA and the lineage measures) of a result against the
+    synthetic movie's truth."""
+    gt_dir = tmp_path / "01_GT"
+    ctc.write_ground_truth(
+        gt_dir, movie.labels, movie.lineage, {t: m for t, m in enumerate(movie.labels)}
+    )
+    ctc.write_results(tmp_path / "01_RES", result.labels, result.lineage)
+    return ctc.score_results(gt_dir, tmp_path / "01_RES")
 
 
 def load_model_card_for_oracle():
@@ -129,15 +132,7 @@ def test_retrack_with_default_cleanup_keeps_a_perfect_lineage(synthetic_movie, t
     card = ModelCard(grid_spacing=1 / 255, min_size=1, cell_size=int(np.median(sizes[sizes > 0])))
     outputs = ideal_outputs(synthetic_movie.labels, synthetic_movie.lineage, card.grid_spacing)
     result = run(retrack(outputs, default_cluster_params(card)))
-    gt_dir = tmp_path / "01_GT"
-    ctc.write_ground_truth(
-        gt_dir,
-        synthetic_movie.labels,
-        synthetic_movie.lineage,
-        {t: m for t, m in enumerate(synthetic_movie.labels)},
-    )
-    ctc.write_results(tmp_path / "01_RES", result.labels, result.lineage)
-    scores = ctc.score_results(gt_dir, tmp_path / "01_RES")
+    scores = _score_against_truth(synthetic_movie, result, tmp_path)
     for key in (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS):
         assert scores[key] == pytest.approx(1.0), key
     assert scores["tracks"] == scores["gt_tracks"]

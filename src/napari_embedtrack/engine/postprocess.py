@@ -145,6 +145,19 @@ def _as_lineage(table: dict[int, list[int]]) -> np.ndarray:
     return np.asarray([[k, *v] for k, v in sorted(table.items())], dtype=np.int64)
 
 
+def _continue_track(table: dict[int, list[int]], keep: int, merged: int, parents: set[int]) -> None:
+    """Track ``merged`` continues ``keep`` (same id): ``keep`` ends where ``merged`` did,
+    ``merged``'s children become ``keep``'s, and ``merged`` leaves the table. ``parents``
+    (ids with children) is updated."""
+    table[keep][1] = table[merged][1]
+    for v in table.values():
+        if v[2] == merged:
+            v[2] = keep
+    if merged in parents:
+        parents.add(keep)
+    del table[merged]
+
+
 def repair_divisions(
     labels: np.ndarray, lineage: np.ndarray, min_daughter_size: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -189,13 +202,7 @@ def repair_divisions(
             for d in kids:
                 if d != big:
                     table[d][2] = 0
-            table[parent][1] = table[big][1]  # the parent's track now ends where big's did
-            for v in table.values():
-                if v[2] == big:
-                    v[2] = parent
-            if big in has_children:
-                has_children.add(parent)
-            del table[big]
+            _continue_track(table, parent, big, has_children)
             mapping[big] = parent
     if mapping:
         log.info("repaired %d implausible division(s)", len(mapping))
@@ -274,13 +281,7 @@ def close_gaps(
             # b continues a
             later = out[t + 1 : table[b][1] + 1]  # b's own frames only (a view)
             later[later == b] = a
-            table[a][1] = table[b][1]
-            for v in table.values():
-                if v[2] == b:
-                    v[2] = a
-            if b in parents:
-                parents.add(a)
-            del table[b]
+            _continue_track(table, a, b, parents)
             n_closed += 1
     if n_closed:
         log.info("closed %d one-frame gap(s)", n_closed)
