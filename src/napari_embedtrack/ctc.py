@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,15 +61,20 @@ PathLike = str | os.PathLike
 __all__ = [
     "CTCFormatError",
     "GroundTruth",
+    "OutputError",
+    "check_results_target",
+    "check_writable",
     "consistent_tracks",
     "evaluate",
     "frame_digits",
     "lineage_from_labels",
     "lineage_to_tracks",
+    "movie_info",
     "read_ground_truth",
     "read_lineage",
     "read_movie",
     "read_results",
+    "result_size",
     "tracks_to_lineage",
     "write_ground_truth",
     "write_lineage",
@@ -333,16 +339,146 @@ def frame_digits(source: PathLike | int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def read_movie(path: PathLike) -> np.ndarray:
+#: First axis letters of a 3-D TIFF series read as time without asking: T (time), and the
+#: letters tifffile gives when the file's metadata says nothing: Q (tifffile's own "shaped"
+#: files, napari's writer) and I (a plain multi-page TIFF).
+_TIME_LIKE = "TQI"
+
+
+def _check_axes_text(axes: str) -> str:
+    text = str(axes).strip().upper()
+    if len(text) != 3 or sorted(text) != ["T", "X", "Y"]:
+        raise ValueError(
+            f"axes {axes!r}: expected the stack's three axes in order, T (time), Y and X each "
+            "once, e.g. TYX or YXT"
+        )
+    return text
+
+
+def _stack_plan(path: Path, shape: Sequence[int], found: str, axes: str | None):
+    """How to turn a TIFF series of ``shape`` (tifffile axes ``found``) into (T, Y, X).
+
+    Returns ``(squeeze, perm, warning)``: drop the leading axes ``squeeze`` (all of size 1),
+    then transpose by ``perm`` (None: as is; ``()``: a 2-D image, add a time axis); raises
+    :class:`CTCFormatError` for a stack whose axes are not time-lapse frames.
+    """
+    shape = tuple(int(n) for n in shape)
+    if axes is not None:
+        given = _check_axes_text(axes)
+        if len(shape) != 3:
+            raise CTCFormatError(
+                f"{path}: stack of shape {shape} (axes {found}) has {len(shape)} dimensions; "
+                f"axes {given} names 3: expected a (T, Y, X) stack"
+            )
+        return 0, tuple(given.index(a) for a in "TYX"), None
+    squeeze = 0
+    while len(shape) - squeeze > 3 and shape[squeeze] == 1:
+        squeeze += 1
+    shape, found = shape[squeeze:], found[squeeze:]
+    if len(shape) == 2:
+        if "S" in found:
+            raise CTCFormatError(
+                f"{path}: RGB/multi-channel image of shape {shape} (axes {found}); expected "
+                "single-channel frames"
+            )
+        return squeeze, (), None
+    if len(shape) != 3:
+        raise CTCFormatError(
+            f"{path}: image of shape {shape} (axes {found}); expected a 2D image or a "
+            "(T, Y, X) stack of 2D frames (save one channel or z-plane as its own stack)"
+        )
+    if found == "SYX":
+        # tifffile writes any (3|4, Y, X) array as planar RGB by default (napari's TIFF
+        # writer too): far more often a short stack than a colour image
+        warning = (
+            f"{path}: planar RGB TIFF of shape {shape} read as {shape[0]} frames (pass axes "
+            "TYX to say so and silence this warning)"
+        )
+        return squeeze, None, warning
+    rgb = "S" in found or (shape[-1] in (3, 4) and shape[0] > 4)
+    if rgb:
+        raise CTCFormatError(
+            f"{path}: RGB/multi-channel image of shape {shape} (axes {found}); expected "
+            "single-channel frames (if one axis is time, give the axes, e.g. --axes YXT)"
+        )
+    if found[0] not in _TIME_LIKE or found[1:] != "YX":
+        raise CTCFormatError(
+            f"{path}: stack of shape {shape} with axes {found}, not time-lapse frames "
+            f"(T, Y, X); if its first axis is time, give the axes (--axes TYX)"
+        )
+    return squeeze, None, None
+
+
+def _series_header(path: Path) -> tuple[tuple[int, ...], str, np.dtype]:
+    """Shape, axes and dtype of a TIFF file's first series, without reading the pixels."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), series.axes, np.dtype(series.dtype)
+    except Exception as exc:  # tifffile raises many types
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CTCFormatError(f"{path}: cannot read as TIFF: {msg}") from exc
+
+
+def _check_movie_path(path: Path, axes: str | None) -> None:
+    if not path.exists():
+        raise CTCFormatError(
+            f"{path}: no such file or folder; expected a CTC sequence folder of tNNN.tif or a "
+            "TIFF file"
+        )
+    if path.is_dir() and axes is not None and _check_axes_text(axes) != "TYX":
+        raise CTCFormatError(
+            f"{path}: a CTC sequence folder holds one 2D frame per file; axes {axes} apply "
+            "to TIFF stacks only"
+        )
+
+
+def movie_info(path: PathLike, axes: str | None = None) -> tuple[tuple[int, int, int], np.dtype]:
+    """Shape ``(T, Y, X)`` and dtype :func:`read_movie` would return, from the file headers
+    only (the first frame's for a sequence folder): for checks before reading a movie.
+
+    Raises the same :class:`CTCFormatError` as :func:`read_movie` for a missing path, an
+    empty folder and a stack whose axes are not time-lapse frames.
+    """
+    path = Path(path)
+    _check_movie_path(path, axes)
+    if path.is_dir():
+        files = _numbered_files(path, _FRAME_RE, "tNNN.tif")
+        shape, found, dtype = _series_header(files[0][1])
+        frame = [n for n in shape if n > 1] if len(shape) > 2 else list(shape)
+        if len(frame) != 2 or "S" in found:
+            raise CTCFormatError(
+                f"{files[0][1]}: image of shape {shape} (axes {found}); expected a 2D frame"
+            )
+        return (len(files), frame[0], frame[1]), dtype
+    shape, found, dtype = _series_header(path)
+    squeeze, perm, _ = _stack_plan(path, shape, found, axes)
+    shape = shape[squeeze:]
+    if perm == ():
+        return (1, *shape), dtype
+    if perm is not None:
+        shape = tuple(shape[i] for i in perm)
+    return tuple(shape), dtype
+
+
+def read_movie(path: PathLike, axes: str | None = None) -> np.ndarray:
     """Read a movie as a ``(T, Y, X)`` array.
 
     Parameters
     ----------
     path : path
         A CTC sequence folder of ``tNNN.tif`` frames (numbered 0..T-1 without gaps), a
-        multi-page TIFF stack ``(T, Y, X)``, or a single 2D TIFF (returned with T = 1). A
-        planar-RGB TIFF ``(3 or 4, Y, X)`` is read as that many frames (tifffile and napari
-        save short grayscale stacks that way); interleaved RGB ``(Y, X, 3)`` is an error.
+        multi-page TIFF stack ``(T, Y, X)``, or a single 2D TIFF (returned with T = 1).
+    axes : str, optional
+        The stack's axes in order, a permutation of ``"TYX"`` (e.g. ``"TYX"``: the first axis
+        is time; ``"YXT"``: the last one). Needed for a stack whose metadata names another
+        first axis (ImageJ/OME ``Z`` or ``C``, RGB ``S``); ignored (``"TYX"``) for folders.
+
+    Without ``axes`` a 3-D stack is read as ``(T, Y, X)`` when its metadata says the first
+    axis is time or says nothing (tifffile axes ``TYX``, ``QYX``, ``IYX``); a planar-RGB TIFF
+    ``(3 or 4, Y, X)`` is read as that many frames with a warning (tifffile and napari save
+    short grayscale stacks that way); any other stack (``ZYX``, ``CYX``, interleaved RGB
+    ``YXS``, 4-D) is an error naming the axes found.
 
     Returns
     -------
@@ -353,40 +489,24 @@ def read_movie(path: PathLike) -> np.ndarray:
     ------
     CTCFormatError
         Missing path, folder without ``tNNN.tif``, gaps in the numbering, frames of different
-        shapes, RGB/multi-channel frames, 3D frames, or unreadable files.
+        shapes, RGB/multi-channel frames, 3D frames, stacks that are not time-lapse frames,
+        or unreadable files.
     """
     path = Path(path)
-    if not path.exists():
-        raise CTCFormatError(
-            f"{path}: no such file or folder; expected a CTC sequence folder of tNNN.tif or a "
-            "TIFF file"
-        )
+    _check_movie_path(path, axes)
     if path.is_dir():
         files = [p for _, p in _numbered_files(path, _FRAME_RE, "tNNN.tif")]
         movie = _stack_frames(files)
     else:
-        arr, axes = _read_tiff(path)
-        if axes == "SYX":
-            # tifffile writes any (3|4, Y, X) array as planar RGB by default (napari's TIFF
-            # writer too): far more often a short stack than a colour image
-            log.warning(
-                "%s: planar RGB TIFF of shape %s read as %s frames", path, arr.shape, arr.shape[0]
-            )
-            axes = "QYX"
-        if _is_rgb(arr, axes):
-            raise CTCFormatError(
-                f"{path}: RGB/multi-channel image of shape {arr.shape} (axes {axes}); expected "
-                "single-channel frames"
-            )
-        while arr.ndim > 3 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim == 2:
+        arr, found = _read_tiff(path)
+        squeeze, perm, warning = _stack_plan(path, arr.shape, found, axes)
+        if warning:
+            log.warning("%s", warning)
+        arr = arr[(0,) * squeeze]
+        if perm == ():
             arr = arr[None]
-        if arr.ndim != 3:
-            raise CTCFormatError(
-                f"{path}: image of shape {arr.shape} (axes {axes}); expected a 2D image or a "
-                "(T, Y, X) stack of 2D frames"
-            )
+        elif perm is not None:
+            arr = arr.transpose(perm)
         movie = arr
     log.debug("read movie %s: shape %s dtype %s", path, movie.shape, movie.dtype)
     return movie
@@ -872,6 +992,85 @@ def _check_target(target: Path, overwrite: bool) -> None:
             raise FileExistsError(
                 f"{target}: folder exists and is not empty; pass overwrite=True to replace it"
             )
+
+
+class OutputError(ValueError):
+    """The output location cannot take a result (not writable, not enough free space).
+
+    The message is one line naming the path and saying what was expected.
+    """
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: PathLike, least: int, most: int | None = None) -> str | None:
+    """Before a long run: can ``path`` (a file or folder to be created) be written?
+
+    Creates and removes an empty folder where ``path`` will be written (the real test, also
+    for root and read-only file systems) and compares the disk's free space with the bytes
+    the result needs: fewer than ``least`` raises, fewer than ``most`` returns a warning.
+
+    Raises
+    ------
+    OutputError
+        The nearest existing folder above ``path`` is a file, not writable, or its disk has
+        fewer than ``least`` bytes free.
+    """
+    path = Path(path)
+    where = _existing_ancestor(path.parent)
+    if not where.is_dir():
+        raise OutputError(f"{path}: {where} is a file; expected a folder to write into")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.check-", dir=where))
+    except OSError as err:
+        raise OutputError(
+            f"{path}: cannot write in {where} ({err.strerror or err}); expected a writable folder"
+        ) from None
+    free = shutil.disk_usage(where).free
+    if free < least:
+        raise OutputError(
+            f"{path}: {_size(free)} free on the disk of {where}, the result needs at least "
+            f"{_size(least)}; free some space or write elsewhere"
+        )
+    if most is not None and free < most:
+        return (
+            f"{path}: {_size(free)} free on the disk of {where}; the result may need up to "
+            f"{_size(most)} (it is written at the end: a full disk then loses the run)"
+        )
+    return None
+
+
+def result_size(shape: Sequence[int]) -> tuple[int, int]:
+    """Bounds in bytes of a CTC result folder for a ``(T, Y, X)`` movie: the smallest (empty
+    masks; zlib packs at most 1032:1) and the largest (16-bit masks that do not compress)."""
+    t, y, x = (int(n) for n in shape)
+    least = t * (2 * y * x // 1032 + 256) + 4096
+    most = t * (2 * y * x + 1024) + MAX_LABEL * 32 + 4096  # res_track.txt: <= 65535 lines
+    return least, most
+
+
+def check_results_target(
+    res_dir: PathLike, shape: Sequence[int], overwrite: bool = False
+) -> str | None:
+    """Checks :func:`write_results` would fail on, made before the work instead of after it:
+    ``res_dir`` is not an existing non-empty folder (unless ``overwrite``) nor a file, its
+    location is writable and its disk has room for the masks of a ``(T, Y, X)`` movie
+    (:func:`check_writable` with :func:`result_size`). Returns a warning or None."""
+    _check_target(Path(res_dir), overwrite)
+    return check_writable(res_dir, *result_size(shape))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,10 @@ Linking runs backwards in time, one frame at a time (:class:`Linker`):
 
 A track therefore covers a contiguous range of frames; a cell that disappears and reappears
 gets a new id (no gap closing). New track ids are handed out in increasing order of the
-instance labels of the frame (daughters and new tracks alike).
+instance labels of the frame (daughters and new tracks alike), and never beyond
+:data:`MAX_TRACKS` (65,535, the most a CTC result's 16-bit masks can hold): the track that
+would pass it raises :class:`TooManyTracksError` in the frame where it is made, not at the
+end of the movie.
 """
 
 from __future__ import annotations
@@ -37,7 +40,22 @@ from .progress import Progress, run
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Linker", "cluster_and_link", "iter_cluster_and_link", "link_movie", "vote"]
+__all__ = [
+    "MAX_TRACKS",
+    "Linker",
+    "TooManyTracksError",
+    "cluster_and_link",
+    "iter_cluster_and_link",
+    "link_movie",
+    "vote",
+]
+
+#: Most track ids a movie may use: CTC masks are 16-bit.
+MAX_TRACKS = 65535
+
+
+class TooManyTracksError(ValueError):
+    """Linking would make more tracks than a CTC result can hold (:data:`MAX_TRACKS`)."""
 
 
 def _relabel(labels: np.ndarray, ids: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -152,11 +170,12 @@ class Linker:
     >>> linker.lineage  # (N, 4) int64 [id, start, end, parent]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_tracks: int | None = MAX_TRACKS) -> None:
         self._prev: np.ndarray | None = None
         self._t = -1
         self._tracks: dict[int, list[int]] = {}  # id -> [start, end, parent]
         self._next_id = 1
+        self._max_tracks = max_tracks  # None: no limit
 
     @property
     def n_frames(self) -> int:
@@ -173,6 +192,12 @@ class Linker:
 
     def _new_track(self, t: int, parent: int) -> int:
         tid = self._next_id
+        if self._max_tracks is not None and tid > self._max_tracks:
+            raise TooManyTracksError(
+                f"frame {t}: more than {self._max_tracks:,} tracks, the most a CTC result "
+                "(16-bit masks) can hold; expected fewer cells or frames: track the movie in "
+                "parts (fewer frames at a time)"
+            )
         self._next_id += 1
         self._tracks[tid] = [t, t, parent]
         return tid
@@ -193,6 +218,11 @@ class Linker:
         -------
         (Y, X) uint32 array
             The frame with every instance relabelled to its track id.
+
+        Raises
+        ------
+        TooManyTracksError
+            This frame would make track ``max_tracks + 1`` (the linker is unusable after it).
         """
         labels = np.asarray(labels)
         if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):

@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -73,16 +74,118 @@ class TrackingResult:
     params: ClusterParams | None = None
 
 
-def _check_movie(movie: np.ndarray) -> np.ndarray:
-    movie = np.asarray(movie)
+#: Memory a run needs, in bytes per pixel (estimates, see docs/user-guide.md, "Bad input"):
+#: kept for every pixel of the movie (uint32 track labels and the clean-up's copies of them),
+#: kept per pixel when the network outputs are kept (seven float32 maps), and in flight for
+#: one frame (the normalised frame, tiles, outputs, clustering and linking temporaries).
+MOVIE_BYTES_PER_PIXEL = 16
+OUTPUT_BYTES_PER_PIXEL = 28
+FRAME_BYTES_PER_PIXEL = 100
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use: Linux ``MemAvailable``, lowered by a
+    cgroup (container, batch job) limit; None where neither is known (then nothing is
+    checked)."""
+    known = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                known.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            cap = Path(limit).read_text().strip()
+            used = int(Path(usage).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 1 << 60:
+            known.append(max(int(cap) - used, 0))
+    return min(known) if known else None
+
+
+def memory_needed(
+    shape: tuple[int, ...], *, keep_outputs: bool = False, movie_itemsize: int = 0
+) -> int:
+    """Estimated bytes of memory tracking a ``(T, Y, X)`` movie needs beyond what is already
+    in use: ``movie_itemsize`` bytes per pixel for a movie not read yet (0: it is in memory
+    already), :data:`MOVIE_BYTES_PER_PIXEL` (+ :data:`OUTPUT_BYTES_PER_PIXEL` with
+    ``keep_outputs``) per pixel of the movie, and :data:`FRAME_BYTES_PER_PIXEL` per pixel of
+    one frame."""
+    t, y, x = (int(n) for n in shape)
+    per_pixel = (
+        movie_itemsize + MOVIE_BYTES_PER_PIXEL + (OUTPUT_BYTES_PER_PIXEL if keep_outputs else 0)
+    )
+    return t * y * x * per_pixel + y * x * FRAME_BYTES_PER_PIXEL
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_memory(
+    shape: tuple[int, ...], *, keep_outputs: bool = False, movie_itemsize: int = 0, extra: int = 0
+) -> None:
+    """Raise ValueError, before any work, when tracking a ``(T, Y, X)`` movie needs more
+    memory (:func:`memory_needed` + ``extra`` bytes) than is available
+    (:func:`available_memory`; nothing is checked where that is unknown)."""
+    free = available_memory()
+    need = memory_needed(shape, keep_outputs=keep_outputs, movie_itemsize=movie_itemsize) + extra
+    if free is None or need <= free:
+        return
+    t, y, x = (int(n) for n in shape)
+    one = memory_needed((1, y, x), keep_outputs=keep_outputs, movie_itemsize=movie_itemsize)
+    what = (
+        "crop or bin the frames"
+        if one > free
+        else "track fewer frames at a time (--frames START:STOP), or crop or bin the frames"
+    )
+    raise ValueError(
+        f"{t} frame(s) of {y}x{x} pixels need about {_gib(need)} of memory to track, "
+        f"{_gib(free)} available; {what}"
+    )
+
+
+def check_movie(movie: np.ndarray, *, keep_outputs: bool = False) -> np.ndarray:
+    """The movie as a ``(T, Y, X)`` array (a 2-D image gets T = 1), checked before any work.
+
+    Raises ValueError (one line: what is wrong and what was expected) for a wrong number of
+    dimensions, no frame, frames smaller than 2x2, a non-numeric dtype, a movie too large to
+    track in the memory available (:func:`check_memory`) and, for a float movie
+    held in memory (a numpy array that is not a memory map), NaN or infinite pixels (the
+    first frame holding one is named; memory maps and lazy arrays are checked frame by frame
+    as they are read). Fortran-ordered, strided and byte-swapped arrays are accepted as
+    they are (frames are copied one at a time where needed).
+    """
+    if not hasattr(movie, "ndim") or not hasattr(movie, "dtype"):
+        movie = np.asarray(movie)
     if movie.ndim == 2:
         movie = movie[None]
     if movie.ndim != 3:
         raise ValueError(f"expected a (T, Y, X) movie or a (Y, X) image, got shape {movie.shape}")
-    if movie.shape[0] == 0 or min(movie.shape[1:]) < 2:
-        raise ValueError(f"movie of shape {movie.shape} is empty")
+    if movie.shape[0] == 0:
+        raise ValueError(f"movie of shape {movie.shape} has no frame; expected at least one")
+    if min(movie.shape[1:]) < 2:
+        raise ValueError(
+            f"movie of shape {movie.shape}: frames of {movie.shape[1]}x{movie.shape[2]} pixels; "
+            "expected frames of at least 2x2 pixels"
+        )
     if not (np.issubdtype(movie.dtype, np.integer) or np.issubdtype(movie.dtype, np.floating)):
         raise ValueError(f"expected integer or float pixels, got dtype {movie.dtype}")
+    check_memory(movie.shape, keep_outputs=keep_outputs)
+    if np.issubdtype(movie.dtype, np.floating) and type(movie) is np.ndarray:
+        for t in range(movie.shape[0]):
+            if not np.isfinite(movie[t]).all():
+                raise ValueError(
+                    f"frame {t} contains NaN or infinite pixels; replace them before prediction"
+                )
     return movie
 
 
@@ -114,7 +217,7 @@ def track_movie(
     Returns:
         TrackingResult.
     """
-    movie = _check_movie(movie)
+    movie = check_movie(movie, keep_outputs=keep_outputs)
     dev = resolve_device(device)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=dev)
