@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import logging
+import os
+import re
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("napari_embedtrack")
@@ -67,9 +71,35 @@ def _tqdm(total: int, desc: str, unit: str):
 
 
 # --------------------------------------------------------------------------- predict
+def _axes(text: str) -> str:
+    from .ctc import _check_axes_text
+
+    try:
+        return _check_axes_text(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _warn(message: str) -> None:
+    log.warning("%s", message)
+
+
+def _frame_count(n: int, frames: slice) -> int:
+    return len(range(*frames.indices(n)))
+
+
+def _check_out(out: Path, overwrite: bool, save_embeddings: Path | None) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file; expected a results folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if save_embeddings is not None and save_embeddings.exists() and not overwrite:
+        raise FileExistsError(f"{save_embeddings} exists; pass --overwrite to replace it")
+
+
 def run_predict(
     input_path: str | Path,
-    model: str,
+    model,
     out: str | Path,
     *,
     tta: bool | None = None,
@@ -78,28 +108,52 @@ def run_predict(
     save_embeddings: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    axes: str | None = None,
+    warn=_warn,
 ):
     """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult.
 
-    ``tta=None`` uses the model card's default."""
+    ``model``: a name, a model folder or a loaded model. ``tta=None`` uses the model card's
+    default. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`). Everything that
+    can be checked before the work is (output folder, free disk space, memory, the model, the
+    movie's axes, NaN pixels); ``warn`` gets one-line warnings (default: the log)."""
     from . import ctc
-    from .engine.modelfile import load_model
-    from .engine.pipeline import track_movie
+    from .engine.modelfile import LoadedModel, load_model
+    from .engine.pipeline import check_memory, check_movie, track_movie
     from .engine.predict import resolve_device, save_outputs
     from .engine.progress import run
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    if save_embeddings is not None and Path(save_embeddings).exists() and not overwrite:
-        raise FileExistsError(f"{save_embeddings} exists; pass --overwrite to replace it")
-    movie = ctc.read_movie(input_path)[frames]
-    if movie.shape[0] == 0:
-        raise ValueError(f"--frames selects no frame of {input_path} ({len(movie)} frames)")
-    ndigits = ctc.frame_digits(input_path)
+    emb = None if save_embeddings is None else Path(save_embeddings)
+    _check_out(out, overwrite, emb)
+    (n_all, y, x), dtype = ctc.movie_info(input_path, axes)
+    n = _frame_count(n_all, frames)
+    if n == 0:
+        raise ValueError(f"--frames selects no frame of {input_path} ({n_all} frames)")
+    for message in (
+        ctc.check_results_target(out, (n, y, x), overwrite),
+        emb and ctc.check_writable(emb, least=14 * n * y * x + 4096),  # float16 .npz
+    ):
+        if message:
+            warn(message)
+    # the whole file is read, then --frames applied; saving embeddings stacks the float32
+    # outputs and a float16 copy of them
+    check_memory(
+        (n, y, x),
+        keep_outputs=emb is not None,
+        extra=n_all * y * x * dtype.itemsize + (42 * n * y * x if emb else 0),
+    )
     dev = resolve_device(device)
-    loaded = load_model(model, device=dev)
-    gen = track_movie(movie, loaded, tta=tta, device=dev, keep_outputs=save_embeddings is not None)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
+    movie = check_movie(ctc.read_movie(input_path, axes)[frames], keep_outputs=emb is not None)
+    ndigits = ctc.frame_digits(input_path if Path(input_path).is_dir() else n_all)
+    low, high = movie.min(), movie.max()
+    if low == high:
+        raise ValueError(
+            f"{input_path}: every pixel of the {n} frame(s) is {low}; expected a movie with "
+            "contrast (a constant image holds no cell)"
+        )
+    gen = track_movie(movie, loaded, tta=tta, device=dev, keep_outputs=emb is not None)
     bar = _tqdm(movie.shape[0], "predict", "frame") if progress else None
 
     def show(p) -> None:
@@ -113,9 +167,218 @@ def run_predict(
         if bar is not None:
             bar.close()
     ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
-    if save_embeddings is not None:
-        save_outputs(save_embeddings, result.outputs)
+    if emb is not None:
+        # written beside the target and renamed: a half-written file never has its name
+        tmp = emb.with_name(f".{emb.name}.tmp-{os.getpid()}")
+        try:
+            save_outputs(tmp, result.outputs)
+            os.replace(tmp, emb)
+        finally:
+            tmp.unlink(missing_ok=True)
     return result
+
+
+# --------------------------------------------------------------------------- batch predict
+_GLOB = re.compile(r"[*?\[]")
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
+    """The movies named by ``embedtrack predict``'s INPUT arguments, and whether it is a
+    batch.
+
+    Each argument is a movie path, a glob pattern (``*``, ``?``, ``[...]``, ``**``; quoted so
+    that the shell leaves it alone, matched in sorted order) or ``@FILE``: a list file with one
+    movie path or pattern per line (blank lines and lines starting with ``#`` are skipped;
+    relative paths are relative to the list file's folder). A batch is more than one
+    argument, a pattern or a list file, even if it names one movie. Repeated movies are run
+    once.
+    """
+    movies: list[Path] = []
+    batch = len(inputs) > 1
+
+    def add(text: str, base: Path | None) -> None:
+        nonlocal batch
+        path = Path(text).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        if _GLOB.search(text) and not path.exists():
+            batch = True
+            found = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            if not found:
+                raise ValueError(f"{text}: no movie matches this pattern")
+            movies.extend(found)
+        else:
+            movies.append(path)
+
+    for text in inputs:
+        if text.startswith("@"):
+            batch = True
+            listing = Path(text[1:]).expanduser()
+            try:
+                lines = listing.read_text().splitlines()
+            except OSError as err:
+                raise ValueError(
+                    f"{listing}: cannot read the list of movies ({err.strerror or err}); "
+                    "expected a text file with one movie path per line"
+                ) from None
+            entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            if not entries:
+                raise ValueError(f"{listing}: lists no movie; expected one movie path per line")
+            for entry in entries:
+                add(entry, listing.parent)
+        else:
+            add(text, None)
+    unique: dict[Path, Path] = {}
+    for m in movies:
+        unique.setdefault(Path(os.path.abspath(m)), m)
+    return list(unique.values()), batch
+
+
+def result_names(movies: list[Path]) -> list[str]:
+    """A distinct result name per movie: the file name without suffix (``movie.tif`` ->
+    ``movie``) or the folder name (``.../01`` -> ``01``), prefixed with as many parent folder
+    names as needed to tell the movies apart (``Fluo-N2DH-SIM+/01`` -> ``Fluo-N2DH-SIM+_01``)."""
+
+    def parts(m: Path) -> list[str]:
+        m = Path(os.path.abspath(m))
+        last = m.stem if m.suffix.lower() in (".tif", ".tiff") else m.name
+        return [p for p in m.parent.parts if p not in ("/", "")] + [last]
+
+    all_parts = [parts(m) for m in movies]
+    depth = 1
+    while True:
+        names = ["_".join(p[-depth:]) for p in all_parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in all_parts):
+            break
+        depth += 1
+    if len(set(names)) < len(names):  # the same path twice, which expand_inputs prevents
+        names = [f"{i:03d}_{name}" for i, name in enumerate(names)]
+    return names
+
+
+@dataclasses.dataclass
+class BatchRow:
+    """One movie of a batch: ``status`` is ``ok``, ``failed`` or ``not run``."""
+
+    movie: Path
+    out: Path
+    status: str = "not run"
+    frames: int | None = None
+    tracks: int | None = None
+    seconds: float | None = None
+    message: str = ""
+
+
+def _one_line(err: BaseException) -> str:
+    from .ctc import CTCFormatError
+    from .engine.modelfile import ModelFileError
+
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    known = (CTCFormatError, ModelFileError, OSError, ValueError)
+    if isinstance(err, known) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def run_batch(
+    movies: list[Path],
+    model,
+    out: str | Path,
+    *,
+    save_embeddings: str | Path | None = None,
+    report=None,
+    **kw,
+) -> list[BatchRow]:
+    """Track many movies with one model: results in ``out/<name>_RES`` (names from
+    :func:`result_names`), embeddings (if asked) in ``save_embeddings/<name>.npz``.
+
+    A movie that fails (any error) is recorded with its one-line message and the next one
+    runs; ``report(row)`` is called after each movie. Ctrl-C stops the batch: the movie
+    being tracked is not written, the rows so far are returned with the others ``not run``
+    (then KeyboardInterrupt is raised again by the caller's choice: see ``main``)."""
+    from .ctc import check_writable
+    from .engine.modelfile import LoadedModel, load_model
+    from .engine.predict import resolve_device
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file; expected a folder for the results")
+    check_writable(out / "x", least=0)
+    emb_dir = None if save_embeddings is None else Path(save_embeddings)
+    if emb_dir is not None:
+        if emb_dir.exists() and not emb_dir.is_dir():
+            raise FileExistsError(
+                f"{emb_dir} exists and is a file; with several movies --save-embeddings names "
+                "a folder"
+            )
+        check_writable(emb_dir / "x", least=0)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, device=resolve_device(kw.get("device", "auto")))
+    rows = [
+        BatchRow(movie, out / f"{name}_RES")
+        for movie, name in zip(movies, result_names(movies), strict=True)
+    ]
+    for row in rows:
+        start = time.perf_counter()
+        emb = None if emb_dir is None else emb_dir / f"{row.out.name.removesuffix('_RES')}.npz"
+        try:
+            result = run_predict(row.movie, model, row.out, save_embeddings=emb, **kw)
+        except KeyboardInterrupt:
+            row.message = "interrupted"
+            row.seconds = time.perf_counter() - start
+            raise BatchInterrupted(rows) from None
+        except Exception as err:  # a failed movie must not stop the others
+            log.debug("movie %s failed", row.movie, exc_info=True)
+            row.status, row.message = "failed", _one_line(err)
+        else:
+            row.status = "ok"
+            row.frames, row.tracks = int(result.labels.shape[0]), len(result.lineage)
+            del result
+        row.seconds = time.perf_counter() - start
+        if report is not None:
+            report(row)
+    return rows
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch; ``rows`` holds the movies done so far."""
+
+    def __init__(self, rows: list[BatchRow]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
+def format_summary(rows: list[BatchRow]) -> str:
+    """The batch summary table: one line per movie, then a total line."""
+    header = ("movie", "status", "frames", "tracks", "seconds", "result or error")
+    body = [
+        (
+            str(r.movie),
+            r.status,
+            "-" if r.frames is None else str(r.frames),
+            "-" if r.tracks is None else str(r.tracks),
+            "-" if r.seconds is None else f"{r.seconds:.1f}",
+            str(r.out) if r.status == "ok" else r.message,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(5)]
+    lines = [
+        "  ".join(
+            [
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(line[:5], widths, strict=True))
+            ]
+            + [line[5]]
+        ).rstrip()
+        for line in [header, *body]
+    ]
+    ok = sum(r.status == "ok" for r in rows)
+    failed = sum(r.status == "failed" for r in rows)
+    total = f"{ok} of {len(rows)} movie(s) tracked, {failed} failed"
+    if ok + failed < len(rows):
+        total += f", {len(rows) - ok - failed} not run"
+    return "\n".join([*lines, total])
 
 
 # --------------------------------------------------------------------------- train
@@ -252,10 +515,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pr = sub.add_parser("predict", help="segment and track a movie, write CTC results")
-    pr.add_argument("input", help="CTC sequence folder (tNNN.tif) or a TIFF stack")
+    pr = sub.add_parser(
+        "predict",
+        help="segment and track a movie (or many), write CTC results",
+        description="Segment and track movies. One INPUT: --out is its results folder. "
+        "Several INPUTs, a quoted glob pattern or @LIST (a file with one movie per line): a "
+        "batch; --out is a folder that gets one NAME_RES results folder per movie, a failed "
+        "movie is reported and the others run, and a summary table is printed at the end "
+        "(exit status 1 if any movie failed).",
+    )
+    pr.add_argument(
+        "input",
+        nargs="+",
+        help="CTC sequence folder (tNNN.tif) or TIFF stack; several, a quoted glob pattern "
+        "('data/*/01', 'movies/*.tif') or @LIST for a batch",
+    )
     pr.add_argument("--model", required=True, help="shipped model name or model folder")
-    pr.add_argument("--out", required=True, help="results folder (maskNNN.tif + res_track.txt)")
+    pr.add_argument(
+        "--out",
+        required=True,
+        help="results folder (maskNNN.tif + res_track.txt); in a batch, the folder for the "
+        "NAME_RES folders",
+    )
+    pr.add_argument(
+        "--axes",
+        type=_axes,
+        default=None,
+        help="the TIFF stack's axes, T (time), Y, X in order, e.g. TYX or YXT; needed when "
+        "the file's metadata names another first axis (ImageJ/OME Z or C, RGB)",
+    )
     pr.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -273,10 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--save-embeddings",
         metavar="FILE",
-        help="also save the network outputs (.npz) for inspection / re-clustering",
+        help="also save the network outputs (.npz) for inspection / re-clustering (in a "
+        "batch: a folder, one NAME.npz per movie)",
     )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    pr.add_argument("--gt", metavar="SEQ_GT", help="score the result against this ground truth")
+    pr.add_argument(
+        "--gt", metavar="SEQ_GT", help="score the result against this ground truth (one movie)"
+    )
 
     tr = sub.add_parser("train", help="train or fine-tune a model on CTC data")
     tr.add_argument("data", nargs="+", help="CTC dataset folders (with NN and NN_GT)")
@@ -377,25 +668,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "predict":
-            result = run_predict(
-                args.input,
-                args.model,
-                args.out,
-                tta=args.tta,
-                device=args.device,
-                frames=args.frames or slice(None),
-                save_embeddings=args.save_embeddings,
-                overwrite=args.overwrite,
-            )
-            n_tracks = len(result.lineage)
-            print(
-                f"wrote {result.labels.shape[0]} frames, {n_tracks} tracks to {args.out}",
-                file=sys.stderr,
-            )
-            if args.gt:
-                from .ctc import score_results
-
-                print(json.dumps(score_results(args.gt, args.out)))
+            return _predict_main(args)
         elif args.command == "train":
             out = run_train(args)
             print(f"best model written to {out}", file=sys.stderr)
@@ -418,10 +691,70 @@ def main(argv: list[str] | None = None) -> int:
             from .benchmark import main as benchmark_main
 
             benchmark_main(args)
-    except (CTCFormatError, ModelFileError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"embedtrack {args.command}: error: {err}", file=sys.stderr)
+    except (CTCFormatError, ModelFileError, OSError, ValueError) as err:
+        print(f"embedtrack {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"embedtrack {args.command}: error: out of memory; expected a movie that fits "
+            "(track fewer frames at a time with --frames, or crop or bin the frames)",
+            file=sys.stderr,
+        )
         return 2
     return 0
+
+
+def _predict_main(args: argparse.Namespace) -> int:
+    def warn(message: str) -> None:
+        print(f"embedtrack predict: warning: {message}", file=sys.stderr)
+
+    movies, batch = expand_inputs(args.input)
+    kw = {
+        "tta": args.tta,
+        "device": args.device,
+        "frames": args.frames or slice(None),
+        "overwrite": args.overwrite,
+        "axes": args.axes,
+        "warn": warn,
+    }
+    if not batch:
+        result = run_predict(
+            movies[0], args.model, args.out, save_embeddings=args.save_embeddings, **kw
+        )
+        n_tracks = len(result.lineage)
+        print(
+            f"wrote {result.labels.shape[0]} frames, {n_tracks} tracks to {args.out}",
+            file=sys.stderr,
+        )
+        if args.gt:
+            from .ctc import score_results
+
+            print(json.dumps(score_results(args.gt, args.out)))
+        return 0
+    if args.gt:
+        raise ValueError(
+            "--gt scores one movie; for a batch run embedtrack evaluate on each result folder"
+        )
+
+    def report(row: BatchRow) -> None:
+        if row.status == "ok":
+            print(
+                f"{row.movie}: wrote {row.frames} frames, {row.tracks} tracks to {row.out}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"embedtrack predict: error: {row.movie}: {row.message}", file=sys.stderr)
+
+    try:
+        rows = run_batch(
+            movies, args.model, args.out, save_embeddings=args.save_embeddings, report=report, **kw
+        )
+    except BatchInterrupted as stop:
+        print(format_summary(stop.rows))
+        print("embedtrack predict: interrupted", file=sys.stderr)
+        return 130
+    print(format_summary(rows))
+    return 0 if all(r.status == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":
