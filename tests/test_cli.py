@@ -204,3 +204,109 @@ def test_train_with_init_uses_the_finetuning_recipe():
     assert given.lr == pytest.approx(3e-4) and given.max_seconds == 120 and given.steps == 300
     epochs = train_config(parse(["train", "d", "--init", "M", "--out", "m", "--epochs", "2"]))
     assert epochs.epochs == 2 and epochs.steps == 0
+
+
+# --------------------------------------------------------------------------- batch (issue #16)
+def _write_batch(tmp_path, small_movie):
+    """Three movies: a/01 (CTC folder), b/01 (CTC folder), c.tif; and bad.tif with NaN."""
+    movie = (small_movie.image[:3] * 1000).astype(np.float32)
+    for name in ("a", "b"):
+        seq = tmp_path / "data" / name / "01"
+        seq.mkdir(parents=True)
+        for t, frame in enumerate(movie.astype(np.uint16)):
+            tifffile.imwrite(seq / f"t{t:03d}.tif", frame)
+    tifffile.imwrite(tmp_path / "data" / "c.tif", movie, photometric="minisblack")
+    bad = movie.copy()
+    bad[1, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "data" / "bad.tif", bad, photometric="minisblack")
+    return movie
+
+
+def test_batch_glob_reports_a_failed_movie_and_runs_the_others(
+    tiny_model_dir, tmp_path, small_movie, capsys
+):
+    _write_batch(tmp_path, small_movie)
+    out = tmp_path / "results"
+    data = tmp_path / "data"
+    pattern = str(data / "*" / "01")
+    rc = main(
+        [
+            *("predict", pattern, str(data / "*.tif"), "--model", str(tiny_model_dir)),
+            *("--out", str(out), "--no-tta"),
+        ]
+    )
+    assert rc == 1  # one movie failed
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    table = captured.out.strip().splitlines()
+    assert table[0].split()[:5] == ["movie", "status", "frames", "tracks", "seconds"]
+    rows = {line.split()[0]: line for line in table[1:-1]}
+    assert len(rows) == 4
+    assert rows[str(data / "bad.tif")].split()[1] == "failed"
+    assert "frame 1 contains NaN" in rows[str(data / "bad.tif")]
+    for movie in ("a/01", "b/01", "c.tif"):
+        assert rows[str(data / movie)].split()[1:3] == ["ok", "3"]
+    assert table[-1] == "3 of 4 movie(s) tracked, 1 failed"
+    assert sorted(p.name for p in out.iterdir()) == ["a_01_RES", "b_01_RES", "c_RES"]
+    for name in ("a_01_RES", "b_01_RES", "c_RES"):
+        assert ctc.read_results(out / name)[0].shape == (3, 64, 64)
+    # the failure was also reported when it happened, as one line
+    assert f"embedtrack predict: error: {data / 'bad.tif'}: frame 1 contains NaN" in captured.err
+
+    # running again: existing results are not overwritten; each movie says so
+    assert main(["predict", pattern, "--model", str(tiny_model_dir), "--out", str(out)]) == 1
+    assert capsys.readouterr().out.count("pass --overwrite") == 2
+
+
+def test_batch_list_file(tiny_model_dir, tmp_path, small_movie, capsys):
+    _write_batch(tmp_path, small_movie)
+    listing = tmp_path / "data" / "movies.txt"
+    listing.write_text("# my movies\n\nc.tif\na/01\nmissing/01\nc.tif\n")
+    out = tmp_path / "results"
+    emb = tmp_path / "emb"
+    rc = main(
+        [
+            *("predict", f"@{listing}", "--model", str(tiny_model_dir), "--out", str(out)),
+            *("--no-tta", "--frames", "0:2", "--save-embeddings", str(emb)),
+        ]
+    )
+    assert rc == 1
+    table = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in table[1:-1]] == ["ok", "ok", "failed"]  # c.tif once
+    assert "no such file or folder" in table[3]
+    assert sorted(p.name for p in out.iterdir()) == ["a_01_RES", "c_RES"]  # vs missing/01
+    assert ctc.read_results(out / "a_01_RES")[0].shape == (2, 64, 64)
+    assert sorted(p.name for p in emb.iterdir()) == ["a_01.npz", "c.npz"]
+    assert len(load_outputs(emb / "c.npz")) == 2
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (["{data}/*.nothing"], "no movie matches this pattern"),
+        (["@{data}/no-list.txt"], "cannot read the list of movies"),
+        (["{data}/c.tif", "{data}/a/01", "--gt", "{data}/a/01_GT"], "--gt scores one movie"),
+        (["{data}/c.tif", "{data}/a/01", "--model", "no-such-model"], "not found"),
+    ],
+)
+def test_batch_errors_before_any_movie(
+    inputs, message, tiny_model_dir, tmp_path, small_movie, capsys
+):
+    _write_batch(tmp_path, small_movie)
+    args = [a.format(data=tmp_path / "data") for a in inputs]
+    model = [] if "--model" in args else ["--model", str(tiny_model_dir)]
+    rc = main(["predict", *args, *model, "--out", str(tmp_path / "results")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_result_names_are_distinct():
+    from pathlib import Path
+
+    from napari_embedtrack.cli import result_names
+
+    movies = [Path("/d/SIM/01"), Path("/d/GOWT1/01"), Path("/e/x.tif"), Path("/e/y.TIFF")]
+    assert result_names(movies) == ["SIM_01", "GOWT1_01", "x", "y"]
+    assert result_names([Path("/d/x/01")]) == ["01"]

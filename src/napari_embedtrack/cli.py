@@ -166,15 +166,19 @@ def run_predict(
     finally:
         if bar is not None:
             bar.close()
-    ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
-    if emb is not None:
-        # written beside the target and renamed: a half-written file never has its name
-        tmp = emb.with_name(f".{emb.name}.tmp-{os.getpid()}")
-        try:
-            save_outputs(tmp, result.outputs)
-            os.replace(tmp, emb)
-        finally:
-            tmp.unlink(missing_ok=True)
+    if emb is None:
+        ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+        return result
+    # embeddings written beside their target first, renamed once the results are in place:
+    # a half-written file never has the name, and a failed run leaves neither
+    emb.parent.mkdir(parents=True, exist_ok=True)
+    tmp = emb.with_name(f".{emb.name}.tmp-{os.getpid()}")
+    try:
+        save_outputs(tmp, result.outputs)
+        ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+        os.replace(tmp, emb)
+    finally:
+        tmp.unlink(missing_ok=True)
     return result
 
 
@@ -245,12 +249,15 @@ def result_names(movies: list[Path]) -> list[str]:
         return [p for p in m.parent.parts if p not in ("/", "")] + [last]
 
     all_parts = [parts(m) for m in movies]
-    depth = 1
+    depth = [1] * len(movies)
     while True:
-        names = ["_".join(p[-depth:]) for p in all_parts]
-        if len(set(names)) == len(names) or depth >= max(len(p) for p in all_parts):
+        names = ["_".join(p[-d:]) for p, d in zip(all_parts, depth, strict=True)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1]
+        grow = [i for i in clash if depth[i] < len(all_parts[i])]
+        if not grow:
             break
-        depth += 1
+        for i in grow:
+            depth[i] += 1
     if len(set(names)) < len(names):  # the same path twice, which expand_inputs prevents
         names = [f"{i:03d}_{name}" for i, name in enumerate(names)]
     return names
@@ -273,6 +280,8 @@ def _one_line(err: BaseException) -> str:
     from .ctc import CTCFormatError
     from .engine.modelfile import ModelFileError
 
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     known = (CTCFormatError, ModelFileError, OSError, ValueError)
     if isinstance(err, known) and text:
