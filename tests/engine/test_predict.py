@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,12 @@ from torch import nn
 
 from napari_embedtrack.engine.model import EmbedTrackNet
 from napari_embedtrack.engine.predict import (
+    auto_amp,
+    auto_batch_size,
+    auto_tile,
     blend_weights,
+    cpu_has_native_bf16,
+    fold_batchnorm,
     iter_outputs,
     load_outputs,
     normalize,
@@ -69,7 +76,11 @@ def _movie(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def _run(model, movie, **kw):
-    kw = {"grid_spacing": GRID, "crop_size": CROP, "device": "cpu", "amp": False} | kw
+    """iter_outputs in tiles of CROP (the tiling tests' layout) unless ``tile_size`` is given;
+    ``tile_size=None`` is the automatic (whole-frame) fast path."""
+    kw = {
+        "grid_spacing": GRID, "crop_size": CROP, "tile_size": CROP, "device": "cpu", "amp": False
+    } | kw  # fmt: skip
     return list(iter_outputs(model, movie, **kw))
 
 
@@ -226,9 +237,99 @@ def test_tiling_is_exact_for_a_local_network(shape, overlap):
     """With a receptive field of one pixel, tiled and whole-image outputs must agree exactly."""
     movie = _movie(2, *shape)
     tiled = _run(LocalNet(), movie, tta=False, overlap=overlap)
-    whole = _run(LocalNet(), movie, tta=False, crop_size=96)
+    whole = _run(LocalNet(), movie, tta=False, tile_size=None)
     for a, b in zip(tiled, whole, strict=True):
         _close(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+def test_whole_non_square_frame_with_tta_is_exact_for_a_local_network(batch_size):
+    """The fast path: a non-square frame in one job per transform (quarter turns give frames
+    of another shape, batched apart) sums to the same TTA average as square tiles do."""
+    movie = _movie(2, 67, 93)
+    tiled = _run(LocalNet(), movie, overlap=0.5)
+    whole = _run(LocalNet(), movie, tile_size=None, batch_size=batch_size)
+    for a, b in zip(tiled, whole, strict=True):
+        _close(a, b, atol=1e-4)
+    assert whole[1].bandwidth.std() > 0.01  # (vector channels of LocalNet average to 0)
+
+
+@pytest.mark.parametrize(
+    ("move", "expected"),
+    [(lambda m: m[..., ::-1], _flip_x), (lambda m: m.transpose(0, 2, 1), _transpose)],
+    ids=["flip_x", "transpose"],
+)
+def test_tta_average_of_a_whole_non_square_frame_is_equivariant(model, move, expected):
+    """The fast path's vector channels: the whole 40 x 56 frame, 8 transforms in two batches
+    of different shapes, mapped back in one batched operation each."""
+    movie = _movie(2, 40, 56)
+    base = _run(model, movie, tile_size=None)
+    moved = _run(model, np.ascontiguousarray(move(movie)), tile_size=None)
+    for o, m in zip(base, moved, strict=True):
+        for name, want in expected(o).items():
+            np.testing.assert_allclose(getattr(m, name), want, atol=1e-4, err_msg=name)
+    assert np.abs(base[1].track_offsets).max() > 1
+
+
+def _randomise_batchnorm(net: EmbedTrackNet, seed: int = 1) -> EmbedTrackNet:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+    return net
+
+
+def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(EmbedTrackNet()).eval()
+    for dec in (net.seg_decoder, net.seed_decoder, net.track_decoder):
+        dec.output_conv.reset_parameters()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 20  # original intact
+    x, x_prev = torch.rand(2, 1, 1, 48, 64)
+    with torch.inference_mode():
+        want, got = net(x, x_prev), folded(x, x_prev)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), atol=2e-5)
+
+
+def test_reference_path_equals_fast_path_on_the_same_tiles(model):
+    """Pairs encoded from scratch, one job at a time, BatchNorm unfolded (the benchmark's
+    reference path) give the fast path's outputs on the same tiles."""
+    movie = _movie(3, 40, 56)
+    net = _randomise_batchnorm(copy.deepcopy(model)).eval()
+    fast = _run(net, movie, overlap=0.5)
+    ref = _run(net, movie, overlap=0.5, batch_size=1, fold_bn=False, reuse_features=False)
+    for a, b in zip(fast, ref, strict=True):
+        _close(a, b, atol=1e-3)
+    assert np.abs(ref[2].track_offsets).max() > 1
+
+
+def test_automatic_tile_and_batch_size():
+    cpu = torch.device("cpu")
+    assert auto_tile((512, 512), 256, cpu) == 512  # a laptop frame runs whole
+    assert auto_tile((690, 628), 256, cpu) == 696  # padded to a multiple of 8
+    big = auto_tile((40000, 40000), 256, cpu)
+    assert big % 256 == 0 and 256 <= big < 40000  # too large for one job: tiles
+    assert auto_batch_size(512 * 512, n_jobs=8, device=cpu) == 8
+    assert auto_batch_size(256 * 256, n_jobs=3, device=cpu) == 3
+    assert auto_batch_size(40000 * 40000, n_jobs=8, device=cpu) == 1
+
+
+def test_amp_default_follows_the_cpu(model):
+    """``amp=None`` is bf16 autocast exactly where the CPU has native bf16, fp32 elsewhere."""
+    assert auto_amp(torch.device("cpu")) == cpu_has_native_bf16()
+    movie = _movie(2, 24, 32)
+    auto = _run(model, movie, tta=False, amp=None)
+    want = _run(model, movie, tta=False, amp=cpu_has_native_bf16())
+    for a, b in zip(auto, want, strict=True):
+        _close(a, b, atol=0)
 
 
 @pytest.mark.parametrize("shape", [(20, 27), (67, 93)])
@@ -250,7 +351,7 @@ def test_tiled_close_to_untiled_for_erfnet(model):
     (offsets spanning +-20 px), max 0.6 px (1.5 px tracking offsets).
     """
     movie = _movie(2, 64, 64)
-    whole = _run(model, movie, tta=False, crop_size=64)
+    whole = _run(model, movie, tta=False, tile_size=None)
     tiled = _run(model, movie, tta=False, overlap=0.5)
     for name in ("offsets", "track_offsets", "seediness", "bandwidth"):
         a, b = getattr(whole[1], name).ravel(), getattr(tiled[1], name).ravel()
@@ -422,3 +523,39 @@ def test_save_load_roundtrip(model, tmp_path):
     np.savez(bad, x=np.zeros(3))
     with pytest.raises(ValueError, match="not a napari-embedtrack outputs file"):
         load_outputs(bad)
+
+
+# --------------------------------------------------------------------------- prefetch
+def test_prefetch_gives_the_same_frames_in_order(model):
+    movie = _movie(4, 24, 32)
+    serial = _run(model, movie, tta=False, prefetch=False)
+    background = _run(model, movie, tta=False, prefetch=True)
+    for a, b in zip(serial, background, strict=True):
+        _close(a, b, atol=0)
+    assert len(background) == 4
+
+
+def test_prefetch_raises_the_networks_error_and_close_stops_it(model):
+    movie = _movie(4, 24, 32).astype(np.float32)
+    movie[2, 3, 3] = np.nan
+    it = iter_outputs(
+        model, movie, grid_spacing=GRID, crop_size=CROP, device="cpu", tta=False, prefetch=True
+    )
+    next(it)
+    with pytest.raises(ValueError, match="frame 2"):
+        next(it)
+        next(it)
+    model.train()
+    it = iter_outputs(
+        model, movie[:2], grid_spacing=GRID, crop_size=CROP, device="cpu", tta=False,
+        prefetch=True,
+    )  # fmt: skip
+    try:
+        next(it)
+        it.close()  # stops the thread; the model's train/eval flag is restored
+        assert model.training
+        assert not it._thread.is_alive()
+        with pytest.raises(StopIteration):
+            next(it)
+    finally:
+        model.eval()

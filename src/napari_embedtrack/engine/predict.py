@@ -22,9 +22,12 @@ spacing.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,9 @@ __all__ = [
     "DEFAULT_PERCENTILES",
     "DihedralTransform",
     "FrameOutput",
+    "auto_amp",
+    "cpu_has_native_bf16",
+    "fold_batchnorm",
     "iter_outputs",
     "load_outputs",
     "normalize",
@@ -55,7 +61,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
 DEFAULT_OVERLAP = 0.25
-DEFAULT_BATCH_SIZE = 8
 OUTPUT_FIELDS = ("seediness", "bandwidth", "offsets", "track_offsets")
 FILE_FORMAT = "napari-embedtrack-outputs-v1"
 
@@ -234,6 +239,125 @@ def tta_transforms(enabled: bool = True) -> tuple[DihedralTransform, ...]:
     return tuple(DihedralTransform(k, f) for f in (False, True) for k in range(4))
 
 
+# --------------------------------------------------------------------------- speed settings
+#: bytes of activations per input pixel of one network job (encode + seg and track decode),
+#: measured in fp32 on CPU (benchmarks/README: 1024 x 1024 took ~250 MB); used to size tiles
+#: and batches.
+JOB_BYTES_PER_PIXEL = 300
+#: largest memory the CPU path plans to use for one batch of jobs
+CPU_BATCH_BYTES = 2 * 1024**3
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if this CPU reports AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags).
+
+    Only such CPUs run bf16 convolutions faster than fp32 (about 2.3x); on AVX2-only CPUs
+    bf16 autocast is about 9x slower (docs/performance.md). Other systems: False.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def auto_amp(device: torch.device) -> bool:
+    """Whether mixed precision pays on ``device``: CUDA, or a CPU with native bf16."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def _memory_budget(device: torch.device) -> int:
+    """Bytes one batch of network jobs may use on ``device``."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 8 * CPU_BATCH_BYTES
+    return int(min(CPU_BATCH_BYTES, avail // 4))
+
+
+def auto_tile(shape: tuple[int, int], crop_size: int, device: torch.device) -> int:
+    """Tile side for a frame of ``shape`` (network pixels): the whole frame when one job of it
+    fits the device's memory budget, else the largest multiple of ``crop_size`` that does."""
+    budget = _memory_budget(device)
+    side = max(_ceil8(shape[0]), _ceil8(shape[1]))
+    if shape[0] * shape[1] * JOB_BYTES_PER_PIXEL <= budget:
+        return side
+    n = max(1, math.isqrt(budget // JOB_BYTES_PER_PIXEL) // crop_size)
+    return n * crop_size
+
+
+def auto_batch_size(tile_pixels: int, n_jobs: int, device: torch.device) -> int:
+    """Jobs per network call: as many as fit the memory budget, at most 64 on a GPU; on a CPU
+    at most 8 (batching does not speed up a CPU's convolutions, it only saves call overhead)."""
+    cap = 64 if device.type == "cuda" else 8
+    fit = _memory_budget(device) // max(1, tile_pixels * JOB_BYTES_PER_PIXEL)
+    return int(max(1, min(cap, n_jobs, fit)))
+
+
+def _ceil8(n: int) -> int:
+    return -(-int(n) // STRIDE) * STRIDE
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of an :class:`EmbedTrackNet` with every BatchNorm folded into the
+    convolution before it (outputs equal to ~1e-6; ~5 % faster on CPU). The model given is not
+    changed. Models of other classes are returned as they are."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from .model import DownsamplerBlock, EmbedTrackNet, NonBottleneck1D, UpsamplerBlock
+
+    if not isinstance(model, EmbedTrackNet):
+        return model
+    net = copy.deepcopy(model).eval()
+    for mod in list(net.modules()):
+        if isinstance(mod, NonBottleneck1D):
+            mod.conv1x3_1 = fuse_conv_bn_eval(mod.conv1x3_1, mod.bn1)
+            mod.conv1x3_2 = fuse_conv_bn_eval(mod.conv1x3_2, mod.bn2)
+            mod.bn1, mod.bn2 = nn.Identity(), nn.Identity()
+        elif isinstance(mod, UpsamplerBlock):
+            mod.conv = fuse_conv_bn_eval(mod.conv, mod.bn, transpose=True)
+            mod.bn = nn.Identity()
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DownsamplerBlock):
+                setattr(parent, name, _FoldedDownsampler(child))
+    return net
+
+
+class _FoldedDownsampler(nn.Module):
+    """DownsamplerBlock with its BatchNorm folded: into the convolution for the convolution's
+    channels, into a per-channel scale and shift for the pooled ones."""
+
+    def __init__(self, block: nn.Module):
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        super().__init__()
+        n, bn = block.conv.out_channels, block.bn
+        conv_bn = nn.BatchNorm2d(n, eps=bn.eps).eval()
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(conv_bn, name).copy_(getattr(bn, name)[:n])
+            scale = bn.weight[n:] / torch.sqrt(bn.running_var[n:] + bn.eps)
+            shift = bn.bias[n:] - bn.running_mean[n:] * scale
+        self.conv = fuse_conv_bn_eval(block.conv.eval(), conv_bn)
+        self.pool = block.pool
+        self.register_buffer("pool_scale", scale.detach().reshape(1, -1, 1, 1).clone())
+        self.register_buffer("pool_shift", shift.detach().reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(x) * self.pool_scale + self.pool_shift
+        return F.relu(torch.cat([self.conv(x), pooled], 1))
+
+
 # --------------------------------------------------------------------------- tiling
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start indices of tiles of size ``tile`` covering ``length`` pixels, evenly spread.
@@ -273,50 +397,91 @@ class _TiledPredictor:
 
     The jobs (tile, transform) are in a fixed order and batched the same way for every frame,
     so batch ``b`` of frame t-1 holds the features that batch ``b`` of frame t pairs with.
+    Jobs whose transformed tiles differ in shape (quarter turns of a non-square tile) go to
+    different batches. A batch's outputs are mapped back to the frame (inverse transform,
+    vector channels, blending weights) and added to the frame's sums in one batched operation
+    (a channel-mixing matrix product and one ``index_add_``), not one small operation per job.
     """
 
     def __init__(
         self,
         model: nn.Module,
         shape: tuple[int, int],
-        crop_size: int,
-        overlap: float,
+        tile: int,
+        overlap_px: int,
         transforms: tuple[DihedralTransform, ...],
         device: torch.device,
-        batch_size: int,
+        batch_size: int | None,
         amp_dtype: torch.dtype | None,
+        reuse_features: bool = True,
     ):
         self.model = model
         self.shape = shape
-        self.tile = crop_size
         self.transforms = transforms
         self.device = device
         self.amp_dtype = amp_dtype
-        self.padded = (max(shape[0], crop_size), max(shape[1], crop_size))
+        self.reuse_features = reuse_features
+        th, tw = (min(int(tile), _ceil8(s)) for s in shape)
+        self.tile_hw = (th, tw)
+        self.padded = (max(shape[0], th), max(shape[1], tw))
         extra = [p - s for s, p in zip(shape, self.padded, strict=True)]
         self.pad = [(e // 2, e - e // 2) for e in extra]  # reflect, centred
-        ov = min(round(overlap * crop_size), crop_size - 1)
-        starts = [tile_starts(p, crop_size, ov) for p in self.padded]
-        weights = [blend_weights(s, crop_size) for s in starts]
-        self.tiles = [(y, x) for y in starts[0] for x in starts[1]]
-        self.tile_weights = [
-            torch.from_numpy(np.outer(wy, wx)).to(device) for wy in weights[0] for wx in weights[1]
+        starts = [
+            tile_starts(p, t, min(overlap_px, t - 1))
+            for p, t in zip(self.padded, self.tile_hw, strict=True)
         ]
-        total = torch.zeros(self.padded, device=device)
-        for (y, x), wt in zip(self.tiles, self.tile_weights, strict=True):
-            total[y : y + crop_size, x : x + crop_size] += wt * len(transforms)
-        self.total_weight = total
+        weights = [blend_weights(s, t) for s, t in zip(starts, self.tile_hw, strict=True)]
+        self.tiles = [(y, x) for y in starts[0] for x in starts[1]]
+        tile_weights = [np.outer(wy, wx) for wy in weights[0] for wx in weights[1]]
+        total = np.zeros(self.padded, np.float32)
+        for (y, x), wt in zip(self.tiles, tile_weights, strict=True):
+            total[y : y + th, x : x + tw] += wt * len(transforms)
+        self.inv_total = torch.from_numpy(1.0 / total).to(device)
         jobs = [(i, j) for i in range(len(self.tiles)) for j in range(len(transforms))]
-        self.batches = [jobs[k : k + batch_size] for k in range(0, len(jobs), batch_size)]
+        groups = [[jb for jb in jobs if transforms[jb[1]].swaps_axes == s] for s in (False, True)]
+        if batch_size is None:
+            batch_size = auto_batch_size(th * tw, len(jobs), device)
+        self.batch_size = int(batch_size)
+        self.batches = [
+            g[k : k + self.batch_size] for g in groups for k in range(0, len(g), self.batch_size)
+        ]
+        self.trivial = len(jobs) == 1 and self.padded == self.tile_hw
+        self.plans = None if self.trivial else [self._plan(b, tile_weights) for b in self.batches]
         self.prev_features: list[torch.Tensor] | None = None
+        self.prev_frame: torch.Tensor | None = None
         log.debug(
-            "frame %s padded to %s: %d tiles of %d px x %d transforms in %d batches",
-            shape, self.padded, len(self.tiles), crop_size, len(transforms), len(self.batches),
+            "frame %s padded to %s: %d tiles of %s px x %d transforms in %d batches of <= %d",
+            shape, self.padded, len(self.tiles), self.tile_hw, len(transforms),
+            len(self.batches), self.batch_size,
         )  # fmt: skip
+
+    def _plan(self, jobs: list[tuple[int, int]], tile_weights: list[np.ndarray]):
+        """Where a batch's output pixels land in the padded frame, their blending weights and
+        the per-job matrices that map vector channels back (``A^T``; bandwidths ``|A^T|``)."""
+        width = self.padded[1]
+        th, tw = self.tile_hw
+        base = torch.arange(th)[:, None] * width + torch.arange(tw)[None, :]
+        index, weight, m_seg, m_track = [], [], [], []
+        for i, j in jobs:
+            y, x = self.tiles[i]
+            tf = self.transforms[j]
+            index.append(tf.forward(base + (y * width + x)).reshape(-1))
+            weight.append(tf.forward(torch.from_numpy(tile_weights[i])).reshape(1, -1))
+            a_t = torch.from_numpy(tf.matrix.T.astype(np.float32))
+            m_seg.append(torch.block_diag(a_t, a_t.abs(), torch.ones(1, 1)))
+            m_track.append(a_t)
+        dev = self.device
+        return (
+            torch.cat(index).to(dev),
+            torch.stack(weight).to(dev),
+            torch.stack(m_seg).to(dev),
+            torch.stack(m_track).to(dev),
+        )
 
     def reset(self) -> None:
         """Forget the previous frame (the next frame gets zero tracking offsets)."""
         self.prev_features = None
+        self.prev_frame = None
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs of the next frame of the movie.
@@ -331,6 +496,7 @@ class _TiledPredictor:
         track : (2, Y, X) float32 tracking offsets in grid units, or None for the first frame.
         """
         padded = np.pad(image, self.pad, mode="reflect") if any(map(any, self.pad)) else image
+        has_track = self.prev_features is not None or self.prev_frame is not None
         with torch.inference_mode():
             frame = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device)
             seg_acc = torch.zeros((5, *self.padded), device=self.device)
@@ -339,27 +505,38 @@ class _TiledPredictor:
             for b, jobs in enumerate(self.batches):
                 prev = None if self.prev_features is None else self.prev_features[b]
                 feats, seg, track = self._run_batch(frame, jobs, prev)
-                features.append(feats)
-                self._accumulate(seg_acc, seg, jobs, "seg")
+                if self.reuse_features:
+                    features.append(feats)
+                plan = None if self.plans is None else self.plans[b]
+                self._accumulate(seg_acc, seg, plan, 2)
                 if track is not None:
-                    self._accumulate(track_acc, track, jobs, "track")
-            has_track = self.prev_features is not None
-            self.prev_features = features
+                    self._accumulate(track_acc, track, plan, 3)
+            if self.reuse_features:
+                self.prev_features = features
+            else:
+                self.prev_frame = frame
             (y0, _), (x0, _) = self.pad
             crop = (slice(None), slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
-            seg_out = (seg_acc / self.total_weight)[crop].cpu().numpy()
-            track_out = (track_acc / self.total_weight)[crop].cpu().numpy() if has_track else None
+            if self.trivial:
+                seg_out = seg_acc[crop].cpu().numpy()
+                track_out = track_acc[crop].cpu().numpy() if has_track else None
+            else:
+                seg_out = (seg_acc * self.inv_total)[crop].cpu().numpy()
+                track_out = (track_acc * self.inv_total)[crop].cpu().numpy() if has_track else None
         return seg_out, track_out
+
+    def _crops(self, frame: torch.Tensor, jobs: list[tuple[int, int]]) -> torch.Tensor:
+        th, tw = self.tile_hw
+        crops = []
+        for i, j in jobs:
+            y, x = self.tiles[i]
+            crops.append(self.transforms[j].forward(frame[y : y + th, x : x + tw]))
+        return torch.stack(crops)[:, None].contiguous(memory_format=torch.channels_last)
 
     def _run_batch(
         self, frame: torch.Tensor, jobs: list[tuple[int, int]], prev: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        t = self.tile
-        crops = []
-        for i, j in jobs:
-            y, x = self.tiles[i]
-            crops.append(self.transforms[j].forward(frame[y : y + t, x : x + t]))
-        batch = torch.stack(crops)[:, None].contiguous(memory_format=torch.channels_last)
+        batch = self._crops(frame, jobs)
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
@@ -368,23 +545,26 @@ class _TiledPredictor:
         with autocast:
             feats = self.model.encode(batch)
             seg = self.model.decode_seg(feats)
+            if prev is None and self.prev_frame is not None:  # reference: encode t-1 again
+                prev = self.model.encode(self._crops(self.prev_frame, jobs))
             track = None if prev is None else self.model.decode_track(feats, prev)
         return feats, seg.float(), None if track is None else track.float()
 
-    def _accumulate(
-        self, acc: torch.Tensor, out: torch.Tensor, jobs: list[tuple[int, int]], kind: str
-    ) -> None:
-        t = self.tile
-        for k, (i, j) in enumerate(jobs):
-            tf = self.transforms[j]
-            one = out[k : k + 1]
-            back = tf.inverse_seg(one) if kind == "seg" else tf.inverse_track(one)
-            y, x = self.tiles[i]
-            acc[:, y : y + t, x : x + t] += back[0] * self.tile_weights[i]
+    def _accumulate(self, acc: torch.Tensor, out: torch.Tensor, plan, which: int) -> None:
+        """Add a batch's outputs (B, C, h, w) into the frame sums ``acc`` (C, H, W)."""
+        if plan is None:  # one job, identity, the whole padded frame
+            acc += out[0]
+            return
+        index, weight, matrices = plan[0], plan[1], plan[which]
+        b, c = out.shape[:2]
+        vals = torch.bmm(matrices, out.reshape(b, c, -1)) * weight
+        acc.view(c, -1).index_add_(1, index, vals.permute(1, 0, 2).reshape(c, -1))
 
 
 # --------------------------------------------------------------------------- main API
-def _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size) -> None:
+def _check_args(
+    movie, grid_spacing, crop_size, percentiles, overlap, batch_size, tile_size
+) -> None:
     shape = tuple(movie.shape)
     if movie.ndim not in (2, 3) or 0 in shape:
         raise ValueError(f"movie must be a non-empty (T, Y, X) or (Y, X) array, got shape {shape}")
@@ -401,8 +581,14 @@ def _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if tile_size is not None and (
+        int(tile_size) != tile_size or tile_size < STRIDE or tile_size % STRIDE
+    ):
+        raise ValueError(
+            f"tile_size must be a positive multiple of {STRIDE} or None, got {tile_size!r}"
+        )
 
 
 def iter_outputs(
@@ -414,10 +600,14 @@ def iter_outputs(
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     tta: bool = True,
     device: str | torch.device = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     amp: bool | None = None,
     overlap: float = DEFAULT_OVERLAP,
     scale: float = 1.0,
+    tile_size: int | None = None,
+    fold_bn: bool = True,
+    reuse_features: bool = True,
+    prefetch: bool | None = None,
 ) -> Iterator[FrameOutput]:
     """Network outputs of every frame of a movie, in pixel units, one frame at a time.
 
@@ -430,21 +620,37 @@ def iter_outputs(
     movie : (T, Y, X) or (Y, X) array of any integer or float dtype; frames are read one at a
         time (``movie[t]``), so memory maps and lazy arrays work.
     grid_spacing : the model card's grid spacing, ``1 / (training crop size - 1)``.
-    crop_size : tile size in pixels (a multiple of 8), normally the training crop size.
+    crop_size : the model's training crop size (a multiple of 8): the unit of ``overlap`` and
+        the smallest tile.
     percentiles : per-frame normalisation percentiles, see :func:`normalize`.
     tta : average over the 8 flips / quarter turns (8x the cost).
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``, see :func:`resolve_device`.
-    batch_size : tiles (x transforms) per network call.
-    amp : mixed precision (bf16 autocast; fp16 on MPS and GPUs without bf16). ``None`` (the
-        default) means fp32 on every device: measured on CPU (benchmarks/bench_predict.py),
-        bf16 moved pixel offsets by up to 0.5 px and tracking offsets by up to 0.9 px, the
-        margin at which clustering and linking start to change, and without native bf16 (AVX2)
-        it was 4x slower.
-    overlap : minimum overlap of neighbouring tiles as a fraction of ``crop_size``.
+    batch_size : tiles (x transforms) per network call; ``None`` (default): as many as fit the
+        device's memory budget (at most 8 on a CPU, 64 on a GPU), see :func:`auto_batch_size`.
+    amp : mixed precision (bf16 autocast; fp16 on GPUs without bf16 and on MPS). ``None``
+        (default): on where it pays, i.e. on CUDA and on CPUs with native bf16
+        (AVX512-BF16 / AMX, :func:`cpu_has_native_bf16`); fp32 elsewhere (on AVX2-only CPUs
+        bf16 is ~9x slower). docs/performance.md gives what it changes in SEG and TRA.
+    overlap : minimum overlap of neighbouring tiles as a fraction of ``crop_size`` (tiles are
+        only used when a frame does not fit in one job).
     scale : the model card's image scale: frames are resized by this factor before the network
         (bilinear, anti-aliased) and the outputs resized back to the frame size, so offsets
         are in frame pixels whatever the scale (a frame pixel is ``grid_spacing * scale`` on
         the network's grid: pass that to clustering, see :meth:`ModelCard.pixel_spacing`).
+
+    tile_size : tile side in network pixels (a multiple of 8). ``None`` (default): the whole
+        frame in one job when it fits the device's memory budget (:func:`auto_tile`), else the
+        largest multiple of ``crop_size`` that fits. ``crop_size`` gives the original tiling.
+    fold_bn : run a copy of the model with BatchNorm folded into the convolutions
+        (:func:`fold_batchnorm`; same outputs to ~1e-6, a few percent faster).
+    reuse_features : encode each frame once and reuse its features as t-1 of the next pair
+        (default); ``False`` encodes both frames of every pair (the reference path of
+        ``embedtrack benchmark``).
+    prefetch : run the network in a background thread up to :data:`PREFETCH_FRAMES` frames
+        ahead, so that what the caller does with frame t (clustering, linking, writing)
+        overlaps the network on frame t+1; the frames and their order are unchanged.
+        ``None`` (default): on for CUDA and MPS, off on CPU (where both would share the same
+        cores). The iterator's ``close()`` stops the thread.
 
     Yields
     ------
@@ -459,26 +665,99 @@ def iter_outputs(
     """
     if not hasattr(movie, "ndim"):
         movie = np.asarray(movie)
-    _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size)
+    _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size, tile_size)
     scale = check_scale(scale)
     dev = resolve_device(device)
-    use_amp = bool(amp)  # None: fp32, see the docstring
+    use_amp = auto_amp(dev) if amp is None else bool(amp)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the same tile shapes come back every frame
     frames = [movie] if movie.ndim == 2 else movie
     n_frames = 1 if movie.ndim == 2 else movie.shape[0]
     shape = tuple(movie.shape[-2:])
     net_shape = scaled_shape(shape, scale)
+    tile = auto_tile(net_shape, int(crop_size), dev) if tile_size is None else int(tile_size)
     predictor = _TiledPredictor(
         model,
         net_shape,
-        int(crop_size),
-        float(overlap),
+        max(tile, int(crop_size)) if tile_size is None else tile,
+        round(float(overlap) * int(crop_size)),
         tta_transforms(tta),
         dev,
-        int(batch_size),
+        None if batch_size is None else int(batch_size),
         _amp_dtype(dev) if use_amp else None,
+        reuse_features=bool(reuse_features),
     )
     spacing = float(grid_spacing) * scale  # grid size of one frame pixel
-    return _iterate(model, frames, n_frames, predictor, spacing, percentiles, shape)
+    it = _iterate(model, frames, n_frames, predictor, spacing, percentiles, shape, bool(fold_bn))
+    if prefetch is None:
+        prefetch = dev.type in ("cuda", "mps")
+    return _Background(it) if prefetch else it
+
+
+PREFETCH_FRAMES = 2
+
+
+class _Background:
+    """Iterate over ``it`` in a background thread, at most ``depth`` items ahead.
+
+    Items come out in order; an exception raised by ``it`` is raised by ``next()``;
+    ``close()`` stops the thread and closes ``it`` (its ``finally`` blocks run there).
+    """
+
+    def __init__(self, it: Iterator, depth: int = PREFETCH_FRAMES):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._produce, args=(it,), name="embedtrack-network", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, it: Iterator) -> None:
+        end: tuple = (False, None)
+        try:
+            for item in it:
+                if not self._put((True, item)):
+                    break
+        except BaseException as e:  # handed to the consumer
+            end = (False, e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        self._put(end)
+
+    def __iter__(self) -> _Background:
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        ok, item = self._queue.get()
+        if ok:
+            return item
+        self._done = True
+        self._thread.join()
+        if item is None:
+            raise StopIteration
+        raise item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
 
 
 SCALE_RANGE = (0.05, 4.0)
@@ -511,9 +790,11 @@ def resize_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out[0, 0].numpy() if image.ndim == 2 else out[0].numpy()
 
 
-def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, shape):
+def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, shape, fold_bn):
     was_training = model.training
     model.to(predictor.device, memory_format=torch.channels_last).eval()
+    if fold_bn:
+        predictor.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
     try:
         for t in range(n_frames):
             image = normalize(frames[t], percentiles, frame_index=t)
