@@ -2,7 +2,9 @@
 
 The clustering and linking rules are A/B-tested on these cached outputs
 (``benchmarks/ab_postprocess.py``) without running the network again. Writes
-``OUT/<style>.npz`` (float16 outputs, no TTA) and ``OUT/GT`` (the ground truth of the frames).
+``OUT/<style>.npz`` (float16 outputs, no TTA) and ``OUT/GT`` (the ground truth of the
+frames). ``--path reference`` gives the original tiling (``embedtrack benchmark``'s
+reference path), the default the fast path.
 
     python benchmarks/cache_outputs.py --model Fluo-N2DH-SIM+ \\
         --data ../shared/data/ctc/Fluo-N2DH-SIM+ --styles plain hard --out cache/sim
@@ -19,10 +21,19 @@ import numpy as np
 from _common import add_model_and_frames
 
 from napari_embedtrack import ctc
+from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.predict import iter_outputs, save_outputs
 from napari_embedtrack.engine.proxy import restyle_movie
+
+
+def path_kwargs(path: str, card) -> dict:
+    """iter_outputs keyword arguments of the benchmark's reference or fast path."""
+    kw = dict(REFERENCE if path == "reference" else FAST)
+    if kw.get("tile_size") == "crop":
+        kw["tile_size"] = card.crop_size
+    return kw
 
 
 def main() -> None:
@@ -30,6 +41,13 @@ def main() -> None:
     add_model_and_frames(p)
     p.add_argument("--styles", nargs="+", default=["plain", "hard"])
     p.add_argument("--tta", action="store_true")
+    p.add_argument(
+        "--path",
+        choices=["fast", "reference"],
+        default="fast",
+        help="inference path of `embedtrack benchmark` (default fast: iter_outputs' defaults; "
+        "reference: tiles of the training crop, fp32, BatchNorm unfolded)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
@@ -58,6 +76,7 @@ def main() -> None:
                 percentiles=tuple(card.percentiles),
                 tta=args.tta,
                 device="cpu",
+                **path_kwargs(args.path, card),
             )
         )
         save_outputs(out / f"{style}.npz", outs)
@@ -66,6 +85,7 @@ def main() -> None:
             "data": f"{data.name}/{args.seq}",
             "frames": f"{start}-{stop - 1}",
             "style": style,
+            "path": args.path,
             "seconds_per_frame": round((time.perf_counter() - t0) / len(outs), 2),
         }
         print(json.dumps(row), flush=True)
