@@ -48,6 +48,12 @@ def main() -> None:
         help="inference path of `embedtrack benchmark` (default fast: iter_outputs' defaults; "
         "reference: tiles of the training crop, fp32, BatchNorm unfolded)",
     )
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast on or off (default: iter_outputs' choice for this machine)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
@@ -76,7 +82,7 @@ def main() -> None:
                 percentiles=tuple(card.percentiles),
                 tta=args.tta,
                 device="cpu",
-                **path_kwargs(args.path, card),
+                **(path_kwargs(args.path, card) | ({} if args.amp is None else {"amp": args.amp})),
             )
         )
         save_outputs(out / f"{style}.npz", outs)
@@ -86,6 +92,7 @@ def main() -> None:
             "frames": f"{start}-{stop - 1}",
             "style": style,
             "path": args.path,
+            "amp": args.amp,
             "seconds_per_frame": round((time.perf_counter() - t0) / len(outs), 2),
         }
         print(json.dumps(row), flush=True)

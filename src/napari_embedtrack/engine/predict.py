@@ -438,7 +438,8 @@ class _TiledPredictor:
             total[y : y + th, x : x + tw] += wt * len(transforms)
         self.inv_total = torch.from_numpy(1.0 / total).to(device)
         jobs = [(i, j) for i in range(len(self.tiles)) for j in range(len(transforms))]
-        groups = [[jb for jb in jobs if transforms[jb[1]].swaps_axes == s] for s in (False, True)]
+        swapped = {jb: transforms[jb[1]].swaps_axes and th != tw for jb in jobs}
+        groups = [[jb for jb in jobs if swapped[jb] == s] for s in (False, True)]
         if batch_size is None:
             batch_size = auto_batch_size(th * tw, len(jobs), device)
         self.batch_size = int(batch_size)
