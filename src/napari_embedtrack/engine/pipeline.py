@@ -20,7 +20,7 @@ from .link import Linker, iter_cluster_and_link
 from .modelfile import LoadedModel, ModelCard, load_model
 from .outputs import FrameOutput
 from .postprocess import finish_tracks
-from .predict import iter_outputs, resolve_device
+from .predict import CPU_BATCH_BYTES, JOB_BYTES_PER_PIXEL, iter_outputs, resolve_device
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,16 @@ def memory_needed(
     """Estimated bytes of memory tracking a ``(T, Y, X)`` movie needs beyond what is already
     in use: ``movie_itemsize`` bytes per pixel for a movie not read yet (0: it is in memory
     already), :data:`MOVIE_BYTES_PER_PIXEL` (+ :data:`OUTPUT_BYTES_PER_PIXEL` with
-    ``keep_outputs``) per pixel of the movie, and :data:`FRAME_BYTES_PER_PIXEL` per pixel of
-    one frame."""
+    ``keep_outputs``) per pixel of the movie, :data:`FRAME_BYTES_PER_PIXEL` per pixel of
+    one frame, and the network's activations for one frame
+    (:data:`~napari_embedtrack.engine.predict.JOB_BYTES_PER_PIXEL` per pixel, at most
+    :data:`~napari_embedtrack.engine.predict.CPU_BATCH_BYTES`: larger frames are tiled)."""
     t, y, x = (int(n) for n in shape)
     per_pixel = (
         movie_itemsize + MOVIE_BYTES_PER_PIXEL + (OUTPUT_BYTES_PER_PIXEL if keep_outputs else 0)
     )
-    return t * y * x * per_pixel + y * x * FRAME_BYTES_PER_PIXEL
+    network = min(y * x * JOB_BYTES_PER_PIXEL, CPU_BATCH_BYTES)
+    return t * y * x * per_pixel + y * x * FRAME_BYTES_PER_PIXEL + network
 
 
 def _gib(n: float) -> str:
