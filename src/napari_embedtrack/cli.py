@@ -110,8 +110,13 @@ def run_predict(
     progress: bool = True,
     axes: str | None = None,
     warn=_warn,
+    resume: bool = False,
 ):
     """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult.
+
+    Finished frames are kept in ``.<out name>.partial`` beside ``out`` while the run lasts
+    (removed once the result is in place); ``resume=True`` continues an interrupted run of
+    the same movie, model and settings from there (:mod:`.engine.checkpoint`).
 
     ``model``: a name, a model folder or a loaded model. ``tta=None`` uses the model card's
     default. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`). Everything that
@@ -153,7 +158,25 @@ def run_predict(
             f"{input_path}: every pixel of the {n} frame(s) is {low}; expected a movie with "
             "contrast (a constant image holds no cell)"
         )
-    gen = track_movie(movie, loaded, tta=tta, device=dev, keep_outputs=emb is not None)
+    checkpoint = _checkpoint(input_path, movie, loaded, out, frames, tta, axes)
+    if checkpoint.exists() and not resume and not overwrite and checkpoint.frames_done():
+        raise FileExistsError(
+            f"{out}: an interrupted run left {checkpoint.frames_done()} finished frame(s) "
+            f"in {checkpoint.folder}; add --resume to continue it, or --overwrite to start "
+            "again"
+        )
+    if resume and not checkpoint.exists():
+        warn(f"{out}: no interrupted run to resume ({checkpoint.folder}); starting at frame 0")
+        resume = False
+    gen = track_movie(
+        movie,
+        loaded,
+        tta=tta,
+        device=dev,
+        keep_outputs=emb is not None,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     bar = _tqdm(movie.shape[0], "predict", "frame") if progress else None
 
     def show(p) -> None:
@@ -168,6 +191,7 @@ def run_predict(
             bar.close()
     if emb is None:
         ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+        checkpoint.remove()
         return result
     # embeddings written beside their target first, renamed once the results are in place:
     # a half-written file never has the name, and a failed run leaves neither
@@ -179,7 +203,31 @@ def run_predict(
         os.replace(tmp, emb)
     finally:
         tmp.unlink(missing_ok=True)
+    checkpoint.remove()
     return result
+
+
+def partial_folder(out: str | Path) -> Path:
+    """Where ``embedtrack predict`` keeps the finished frames of a run writing to ``out``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
+    """The run's checkpoint, with a fingerprint of everything that decides its result."""
+    from .engine.checkpoint import RunCheckpoint, model_digest, movie_digest
+
+    card = loaded.card
+    fingerprint = {
+        "input": str(Path(input_path).resolve()),
+        "axes": axes,
+        "frames": [frames.start, frames.stop, frames.step],
+        "movie": movie_digest(movie),
+        "model": card.name,
+        "weights": model_digest(loaded.net),
+        "tta": card.tta if tta is None else bool(tta),
+    }
+    return RunCheckpoint(partial_folder(out), fingerprint)
 
 
 # --------------------------------------------------------------------------- batch predict
@@ -265,7 +313,8 @@ def result_names(movies: list[Path]) -> list[str]:
 
 @dataclasses.dataclass
 class BatchRow:
-    """One movie of a batch: ``status`` is ``ok``, ``failed`` or ``not run``."""
+    """One movie of a batch: ``status`` is ``ok``, ``failed`` or ``not run`` (``ok`` with a
+    message: finished by an earlier run, skipped with ``--resume``)."""
 
     movie: Path
     out: Path
@@ -302,8 +351,10 @@ def run_batch(
     :func:`result_names`), embeddings (if asked) in ``save_embeddings/<name>.npz``.
 
     A movie that fails (any error) is recorded with its one-line message and the next one
-    runs; ``report(row)`` is called after each movie. Ctrl-C stops the batch: the movie
-    being tracked is not written, the rows so far are returned with the others ``not run``
+    runs; ``report(row)`` is called after each movie. With ``resume=True`` movies whose
+    result exists (and no interrupted run) are skipped and an interrupted one continues.
+    Ctrl-C stops the batch: the movie being tracked is not written (its finished frames are
+    kept for ``--resume``), the rows so far are returned with the others ``not run``
     (then KeyboardInterrupt is raised again by the caller's choice: see ``main``)."""
     from .ctc import check_writable
     from .engine.modelfile import LoadedModel, load_model
@@ -330,6 +381,13 @@ def run_batch(
     for row in rows:
         start = time.perf_counter()
         emb = None if emb_dir is None else emb_dir / f"{row.out.name.removesuffix('_RES')}.npz"
+        finished = row.out.is_dir() and any(row.out.iterdir())
+        if kw.get("resume") and finished and not partial_folder(row.out).exists():
+            row.status, row.message = "ok", "finished before (--resume)"
+            row.seconds = 0.0
+            if report is not None:
+                report(row)
+            continue
         try:
             result = run_predict(row.movie, model, row.out, save_embeddings=emb, **kw)
         except KeyboardInterrupt:
@@ -573,7 +631,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save the network outputs (.npz) for inspection / re-clustering (in a "
         "batch: a folder, one NAME.npz per movie)",
     )
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing result (and an interrupted run's finished frames)",
+    )
+    pr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (Ctrl-C, killed) of the same command from its last "
+        "finished frame; the result equals an uninterrupted run's",
+    )
     pr.add_argument(
         "--gt", metavar="SEQ_GT", help="score the result against this ground truth (one movie)"
     )
@@ -725,11 +793,23 @@ def _predict_main(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "axes": args.axes,
         "warn": warn,
+        "resume": args.resume,
     }
     if not batch:
-        result = run_predict(
-            movies[0], args.model, args.out, save_embeddings=args.save_embeddings, **kw
-        )
+        try:
+            result = run_predict(
+                movies[0], args.model, args.out, save_embeddings=args.save_embeddings, **kw
+            )
+        except KeyboardInterrupt:
+            from .engine.checkpoint import RunCheckpoint
+
+            kept = RunCheckpoint(partial_folder(args.out), {}).frames_done()
+            print(
+                f"\nembedtrack predict: interrupted; {kept} finished frame(s) kept in "
+                f"{partial_folder(args.out)}: run the same command with --resume to continue",
+                file=sys.stderr,
+            )
+            return 130
         n_tracks = len(result.lineage)
         print(
             f"wrote {result.labels.shape[0]} frames, {n_tracks} tracks to {args.out}",

@@ -182,6 +182,29 @@ class Linker:
         """Number of frames added so far."""
         return self._t + 1
 
+    def state(self) -> dict:
+        """What the linker knows besides the last tracked frame, as JSON-able data (for
+        :meth:`restore`: continuing an interrupted run)."""
+        return {
+            "t": self._t,
+            "next_id": self._next_id,
+            "max_tracks": self._max_tracks,
+            "tracks": [[tid, *v] for tid, v in sorted(self._tracks.items())],
+        }
+
+    @classmethod
+    def restore(cls, state: dict, last_frame: np.ndarray | None) -> Linker:
+        """A linker in the state :meth:`state` described, whose last added frame was tracked
+        as ``last_frame`` (the array :meth:`add` returned; None if no frame was added)."""
+        linker = cls(max_tracks=state["max_tracks"])
+        linker._t = int(state["t"])
+        linker._next_id = int(state["next_id"])
+        linker._tracks = {int(r[0]): [int(r[1]), int(r[2]), int(r[3])] for r in state["tracks"]}
+        if (last_frame is None) != (linker._t < 0):
+            raise ValueError("linker state and last frame disagree")
+        linker._prev = None if last_frame is None else np.asarray(last_frame)
+        return linker
+
     @property
     def lineage(self) -> np.ndarray:
         """Tracks so far, (N, 4) int64 ``[id, start, end, parent]`` sorted by id (CTC style)."""

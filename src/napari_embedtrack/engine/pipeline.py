@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import RunCheckpoint
 from .cluster import ClusterParams, cluster
 from .link import Linker, iter_cluster_and_link
 from .modelfile import LoadedModel, ModelCard, load_model
@@ -201,6 +202,8 @@ def track_movie(
     params: ClusterParams | None = None,
     keep_outputs: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    checkpoint: RunCheckpoint | None = None,
+    resume: bool = False,
 ) -> Generator[Progress, None, TrackingResult]:
     """Segment and track a movie with a model, one frame at a time.
 
@@ -213,6 +216,13 @@ def track_movie(
         params: clustering settings; default from the model card.
         keep_outputs: keep the per-frame network outputs in the result.
         should_stop: polled after every frame; True stops and returns the frames done.
+        checkpoint: write every finished frame (tracked labels before the clean-up, linker
+            state) to this checkpoint folder (see :mod:`.checkpoint`); the caller removes it
+            once the result is safe.
+        resume: continue the run recorded in ``checkpoint`` after its last finished frame
+            (the result equals an uninterrupted run's). Not with ``keep_outputs`` (the
+            finished frames' outputs are not stored). Raises
+            :class:`~.checkpoint.CheckpointMismatch` if the checkpoint is of another run.
 
     Yields:
         Progress per frame, ``info = {"frame": t, "n_cells": n}``.
@@ -230,22 +240,49 @@ def track_movie(
     n = movie.shape[0]
     linker = Linker()
     tracked, outputs = [], []
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume needs the checkpoint of the interrupted run")
+        if keep_outputs:
+            raise ValueError(
+                "cannot resume a run that keeps the network outputs (the finished frames' "
+                "outputs were not stored); run it again from the start"
+            )
+        tracked, state = checkpoint.load()
+        tracked = tracked[:n]
+        if tracked:
+            linker = Linker.restore(state, tracked[-1])
+    elif checkpoint is not None:
+        checkpoint.start()
+    done = len(tracked)
+    first = max(done - 1, 0)  # the network re-runs the last finished frame for its features
     complete = True
-    yield Progress(0, n, f"tracking {n} frame(s) on {dev}", {"frame": -1, "n_cells": 0})
-    frames = iter_outputs(
-        model.net,
-        movie,
-        grid_spacing=model.card.grid_spacing,
-        scale=model.card.scale,
-        crop_size=model.card.crop_size,
-        percentiles=tuple(model.card.percentiles),
-        tta=tta,
-        device=dev,
+    what = f"tracking {n} frame(s) on {dev}"
+    if done:
+        what = f"resuming after frame {done - 1} of {n} on {dev}"
+    yield Progress(done, n, what, {"frame": done - 1, "n_cells": 0})
+    frames = (
+        iter_outputs(
+            model.net,
+            movie[first:],
+            grid_spacing=model.card.grid_spacing,
+            scale=model.card.scale,
+            crop_size=model.card.crop_size,
+            percentiles=tuple(model.card.percentiles),
+            tta=tta,
+            device=dev,
+        )
+        if done < n
+        else iter(())
     )
     try:
-        for t, out in enumerate(frames):
+        for t, out in enumerate(frames, start=first):
+            if t < done:
+                continue  # the last finished frame: its features are now in the network
             labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
             tracked.append(linker.add(labels, out.track_offsets if t > 0 else None))
+            if checkpoint is not None:
+                checkpoint.save_frame(t, tracked[-1], linker.state())
             if keep_outputs:
                 outputs.append(out)
             n_cells = int(labels.max())
@@ -256,7 +293,9 @@ def track_movie(
                 complete = False
                 break
     finally:
-        frames.close()
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
     labels = np.stack(tracked) if tracked else np.zeros((0, *movie.shape[1:]), np.uint32)
     labels, lineage = finish_tracks(labels, linker.lineage, params)
     return TrackingResult(labels, lineage, outputs, complete, params)
