@@ -171,7 +171,8 @@ def _child(cfg: dict) -> dict:
     )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"benchmark run {cfg} failed: {tail}")
+        what = f"{cfg.get('path', 'floor')} path" + (f", {cfg['size']} px" if "size" in cfg else "")
+        raise ValueError(f"benchmark run ({what}) failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -291,7 +292,7 @@ def _run(cfg: dict) -> dict:
     size, n = cfg["size"], cfg["frames"]
     movie = make_movie(
         n_frames=n, shape=(size, size), n_cells=max(4, size * size // 12000), seed=0,
-        radius=(18.0, 30.0), speed=3.0,
+        radius=(18.0, 30.0) if size >= 256 else (size / 16, size / 10), speed=3.0,
     ).image  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp, "01"), Path(tmp, "01_RES")
