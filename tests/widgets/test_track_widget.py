@@ -9,7 +9,7 @@ import pytest
 from napari.layers import Image, Labels, Tracks, Vectors
 
 from napari_embedtrack._widgets import TrackWidget
-from napari_embedtrack._widgets._layers import tag_of
+from napari_embedtrack._widgets._layers import reviewed_frames, tag_of
 from napari_embedtrack._widgets._state import RunRecord
 from napari_embedtrack.engine.modelfile import ModelCard
 from napari_embedtrack.engine.outputs import FrameOutput
@@ -56,19 +56,20 @@ def test_track_end_to_end(qtbot, setup, tiny_model):
     record = run(qtbot, widget)
 
     assert record is widget.state.record and record.complete
-    labels = viewer.layers["movie [EmbedTrack]"]
+    labels = viewer.layers["labels: movie"]
     assert isinstance(labels, Labels)
     assert labels.data.shape == (6, 96, 96)
-    assert labels.metadata["embedtrack"] == {"source": "movie", "kind": "labels"}
+    assert labels.metadata["embedtrack"]["source"] == "movie"
+    assert labels.metadata["embedtrack"]["kind"] == "labels"
     assert labels.data.max() > 0
-    tracks = viewer.layers["movie tracks [EmbedTrack]"]
+    tracks = viewer.layers["tracks: movie"]
     assert isinstance(tracks, Tracks)
     assert_tracks_match_labels(labels.data, tracks)
-    for kind in ("seediness", "bandwidth y", "bandwidth x"):
-        layer = viewer.layers[f"movie {kind} [EmbedTrack]"]
+    for kind in ("seediness", "y bandwidth", "x bandwidth"):
+        layer = viewer.layers[f"{kind}: movie"]
         assert isinstance(layer, Image) and layer.data.shape == (6, 96, 96)
     for kind in ("offsets", "track offsets"):
-        vectors = viewer.layers[f"movie {kind} [EmbedTrack]"]
+        vectors = viewer.layers[f"{kind}: movie"]
         assert isinstance(vectors, Vectors)
         assert vectors.data.ndim == 3 and vectors.data.shape[1:] == (2, 3)
         assert np.all(vectors.data[:, 1, 0] == 0)  # arrows stay in their frame
@@ -78,15 +79,25 @@ def test_track_end_to_end(qtbot, setup, tiny_model):
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=TIMEOUT)
     assert widget._run.enabled and not widget._cancel.enabled
 
-    widget._inspect.value = False  # removes the inspection layers, keeps the result
+    # bottom to top: the input, the inspection images (additive, below the labels, which
+    # they would hide otherwise), the result, the arrows
     assert [ly.name for ly in viewer.layers] == [
-        "movie", "movie [EmbedTrack]", "movie tracks [EmbedTrack]"
+        "movie", "seediness: movie", "y bandwidth: movie", "x bandwidth: movie",
+        "labels: movie", "tracks: movie", "offsets: movie", "track offsets: movie",
     ]  # fmt: skip
+    assert viewer.layers["seediness: movie"].blending == "additive"
+    # the layer list shows the start of a name: every plugin layer differs there
+    names = [ly.name for ly in viewer.layers if tag_of(ly)]
+    assert len({name[:9] for name in names}) == len(names)
+    assert labels.metadata["embedtrack"]["model"] == str(tiny_model)
+
+    widget._inspect.value = False  # removes the inspection layers, keeps the result
+    assert [ly.name for ly in viewer.layers] == ["movie", "labels: movie", "tracks: movie"]
 
 
 def test_rerun_replaces_own_layers_only(qtbot, setup, tiny_model):
     viewer, widget, _ = setup()
-    user = viewer.add_labels(np.zeros((6, 96, 96), np.uint8), name="movie [EmbedTrack]")
+    user = viewer.add_labels(np.zeros((6, 96, 96), np.uint8), name="labels: movie")
     widget._model.value = tiny_model
     widget._first.value, widget._last.value = 1, 2
     run(qtbot, widget)
@@ -104,7 +115,7 @@ def test_rerun_replaces_own_layers_only(qtbot, setup, tiny_model):
     (tracks,) = own_layers(viewer, "tracks")
     assert set(np.unique(tracks.data[:, 1])) <= {3, 4}
     assert_tracks_match_labels(own.data, tracks)
-    assert user.data.max() == 0 and user.name == "movie [EmbedTrack]"
+    assert user.data.max() == 0 and user.name == "labels: movie"
 
 
 def test_edited_labels_become_the_users(qtbot, setup, tiny_model):
@@ -113,12 +124,21 @@ def test_edited_labels_become_the_users(qtbot, setup, tiny_model):
     widget._first.value, widget._last.value = 0, 1
     run(qtbot, widget)
     (own,) = own_layers(viewer, "labels")
-    own.paint((0, 10, 10), 999)
+    own.paint((1, 10, 10), 999)
     assert tag_of(own)["edited"]
+    assert reviewed_frames(own) == ([1], [])  # the frame corrected, for fine-tuning
     run(qtbot, widget)
     labels = own_layers(viewer, "labels")
     assert len(labels) == 2 and labels[0] is own
-    assert own.data[0, 10, 10] == 999
+    assert own.data[1, 10, 10] == 999
+
+    # inspection layers asked for later: below the newest result, and the edited labels
+    # are not duplicated
+    widget._inspect.value = True
+    assert len(own_layers(viewer, "labels")) == 2
+    names = [ly.name for ly in viewer.layers]
+    assert names.index("seediness: movie") < names.index(labels[1].name)
+    assert names.index("seediness: movie") < names.index(own.name)
 
 
 def test_cancel_keeps_a_consistent_partial_result(qtbot, setup, tiny_model):
@@ -129,12 +149,12 @@ def test_cancel_keeps_a_consistent_partial_result(qtbot, setup, tiny_model):
         worker.yielded.connect(lambda p: p.info.get("frame") == 0 and widget.cancel())
     record = widget.state.record
     assert not record.complete and 1 <= record.n_done < 6
-    labels = viewer.layers["movie [EmbedTrack]"]
+    labels = viewer.layers["labels: movie"]
     assert labels.data.shape == (6, 96, 96)
     assert labels.data[record.n_done :].max() == 0
     assert record.lineage[:, 2].max() < record.n_done
-    if "movie tracks [EmbedTrack]" in viewer.layers:
-        assert_tracks_match_labels(labels.data, viewer.layers["movie tracks [EmbedTrack]"])
+    if "tracks: movie" in viewer.layers:
+        assert_tracks_match_labels(labels.data, viewer.layers["tracks: movie"])
     # the summary, not the last progress message (napari's progress bar processes pending
     # events while it updates, so the result could land in the middle of a progress record)
     assert "cancelled: frames 0-" in widget._status.value
@@ -165,8 +185,8 @@ def test_recluster_from_cached_outputs(qtbot, setup, oracle, movie):
     )  # fmt: skip
     with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT):
         widget.recluster()
-    labels = viewer.layers["movie [EmbedTrack]"]
-    tracks = viewer.layers["movie tracks [EmbedTrack]"]
+    labels = viewer.layers["labels: movie"]
+    tracks = viewer.layers["tracks: movie"]
     record = widget.state.record
     oracle.assert_same_tracking(labels.data, record.lineage, gt, lineage)
     assert_tracks_match_labels(labels.data, tracks)
@@ -189,9 +209,9 @@ def test_single_image_gives_segmentation_only(qtbot, setup, tiny_model, movie):
     widget._model.value = tiny_model
     assert not widget._first.enabled
     run(qtbot, widget)
-    labels = viewer.layers["frame [EmbedTrack]"]
+    labels = viewer.layers["labels: frame"]
     assert labels.data.shape == (96, 96)
-    assert "frame tracks [EmbedTrack]" not in viewer.layers
+    assert "tracks: frame" not in viewer.layers
 
 
 def test_bad_inputs_give_messages(qtbot, make_napari_viewer, tiny_model, tmp_path, errors, movie):
@@ -218,5 +238,5 @@ def test_bad_inputs_give_messages(qtbot, make_napari_viewer, tiny_model, tmp_pat
     widget._image.value = viewer.add_image(bad, name="nan")
     run(qtbot, widget)
     assert "NaN" in errors()[-1] and "frame 0" in errors()[-1]
-    assert widget.state.record is None and "nan [EmbedTrack]" not in viewer.layers
+    assert widget.state.record is None and "labels: nan" not in viewer.layers
     assert widget._run.enabled

@@ -1,15 +1,29 @@
-"""The plugin's output layers: naming, recognising, replacing and building them.
+"""The plugin's output layers: naming, recognising, replacing and building them, and the
+frames of a Labels layer the user corrected or confirmed.
 
 Every output layer carries ``metadata["embedtrack"] = {"source": <input layer name>,
-"kind": <kind>}``. A re-run (or re-clustering) updates the layer of the same source and kind
-in place; other layers are never touched, and a user layer that happens to have the same
-name stays (napari gives the new layer a distinct name). A Labels output that the user
-paints into becomes the user's: it is marked ``"edited": True`` and is no longer replaced.
+"kind": <kind>}`` (the labels also ``"model"``: the folder of the model that made them). A
+re-run (or re-clustering) updates the layer of the same source and kind in place; other
+layers are never touched, and a user layer that happens to have the same name stays (napari
+gives the new layer a distinct name). A Labels output that the user paints into, or whose
+frame the user confirms, becomes the user's: it is marked ``"edited": True`` and is no
+longer replaced.
+
+Names put the kind first (``"seediness: movie"``), so that they differ in the part napari's
+layer list shows. Inspection images go below the result labels (they would hide them
+otherwise); the offset arrows go on top.
+
+Reviewed frames: every Labels layer of a viewer with a plugin widget is watched; a frame
+painted, filled or erased in is recorded as *corrected*, and the fine-tune widget can mark
+a frame *confirmed* (checked, correct as it is). Both lists live in the layer's
+``metadata["embedtrack_review"] = {"corrected": [...], "confirmed": [...]}`` (frame indices
+of the layer's first axis). Edits made before a plugin widget was opened are not known.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 
 import napari
@@ -23,16 +37,17 @@ from ._state import RunRecord
 log = logging.getLogger(__name__)
 
 TAG = "embedtrack"
-SUFFIX = "[EmbedTrack]"
+REVIEW = "embedtrack_review"
 INSPECTION = ("seediness", "bandwidth_y", "bandwidth_x", "offsets", "track_offsets")
-_NAMES = {
-    "labels": "",
-    "tracks": " tracks",
-    "seediness": " seediness",
-    "bandwidth_y": " bandwidth y",
-    "bandwidth_x": " bandwidth x",
-    "offsets": " offsets",
-    "track_offsets": " track offsets",
+#: Layer names start with the kind: ``"<kind>: <source>"``.
+_KINDS = {
+    "labels": "labels",
+    "tracks": "tracks",
+    "seediness": "seediness",
+    "bandwidth_y": "y bandwidth",
+    "bandwidth_x": "x bandwidth",
+    "offsets": "offsets",
+    "track_offsets": "track offsets",
 }
 #: Vectors: one arrow every this many pixels, where seediness exceeds VECTOR_MIN_SEED.
 VECTOR_STEP = 8
@@ -40,8 +55,8 @@ VECTOR_MIN_SEED = 0.5
 
 
 def layer_name(source: str, kind: str) -> str:
-    """``"<source> [EmbedTrack]"``, ``"<source> tracks [EmbedTrack]"``, ..."""
-    return f"{source}{_NAMES[kind]} {SUFFIX}"
+    """``"labels: <source>"``, ``"tracks: <source>"``, ``"seediness: <source>"``, ..."""
+    return f"{_KINDS[kind]}: {source}"
 
 
 def tag_of(layer: Layer) -> dict | None:
@@ -66,9 +81,28 @@ def remove_own(viewer: napari.Viewer, source: str, kinds: Sequence[str]) -> None
             viewer.layers.remove(layer)
 
 
-def _add(viewer: napari.Viewer, layer: Layer, source: str, kind: str) -> Layer:
+def _add(
+    viewer: napari.Viewer, layer: Layer, source: str, kind: str, index: int | None = None
+) -> Layer:
+    """Tag ``layer`` and add it on top, or at ``index`` of the layer list."""
     layer.metadata[TAG] = {"source": source, "kind": kind}
-    return viewer.add_layer(layer)
+    if index is None:
+        return viewer.add_layer(layer)
+    viewer.layers.insert(index, layer)
+    return layer
+
+
+def _below_results(viewer: napari.Viewer, source: str) -> int | None:
+    """Index just below the lowest result layer (labels or tracks, edited ones too) of
+    ``source``; None (on top) if there is none."""
+    found = [
+        i
+        for i, layer in enumerate(viewer.layers)
+        if (tag := tag_of(layer))
+        and tag.get("source") == source
+        and tag.get("kind") in ("labels", "tracks")
+    ]
+    return min(found) if found else None
 
 
 def _placement(input_layer: Layer | None, first_frame: int = 0) -> dict:
@@ -84,12 +118,89 @@ def _placement(input_layer: Layer | None, first_frame: int = 0) -> dict:
 
 def _mark_edited(layer: Labels) -> None:
     tag = tag_of(layer)
-    if tag and not tag.get("edited"):
+    if tag and tag.get("kind") == "labels" and not tag.get("edited"):
         tag["edited"] = True
         show_info(
             f"{layer.name!r} was edited: it is now yours; re-running or re-clustering "
             "EmbedTrack will write a new layer"
         )
+
+
+# --------------------------------------------------------------------------- reviewed frames
+_watched: weakref.WeakSet = weakref.WeakSet()
+
+
+def _review(layer: Labels) -> dict[str, list[int]]:
+    review = layer.metadata.get(REVIEW)
+    if not isinstance(review, dict):
+        review = layer.metadata[REVIEW] = {"corrected": [], "confirmed": []}
+    return review
+
+
+def _edited_frames(atoms) -> set[int]:
+    """Indices along the first axis touched by a Labels paint event's history atoms."""
+    frames: set[int] = set()
+    for atom in atoms or ():
+        key = getattr(atom, "slice_key", None)  # napari >= 0.7: a bounding box
+        if key is not None:
+            first = key[0]
+            if isinstance(first, slice):
+                frames.update(range(first.start or 0, first.stop))
+            else:
+                frames.add(int(first))
+        else:  # (indices, old values, new values)
+            frames.update(int(t) for t in np.unique(np.asarray(atom[0][0])))
+    return frames
+
+
+def _on_paint(layer: Labels, event) -> None:
+    _mark_edited(layer)
+    if layer.ndim != 3:
+        return
+    review = _review(layer)
+    review["corrected"] = sorted(set(review["corrected"]) | _edited_frames(event.value))
+
+
+def watch_edits(layer: Layer) -> None:
+    """Record the frames painted, filled or erased in a Labels layer (once per layer)."""
+    if isinstance(layer, Labels) and layer not in _watched:
+        _watched.add(layer)
+        ref = weakref.ref(layer)
+        layer.events.paint.connect(
+            lambda event: (lay := ref()) is not None and _on_paint(lay, event), position="first"
+        )
+
+
+def watch_viewer(viewer: napari.Viewer) -> None:
+    """Watch every Labels layer of the viewer, now and as they are added (once per viewer)."""
+    if viewer.layers in _watched:
+        return
+    _watched.add(viewer.layers)
+    for layer in viewer.layers:
+        watch_edits(layer)
+    viewer.layers.events.inserted.connect(lambda event: watch_edits(event.value))
+
+
+def reviewed_frames(layer: Labels | None) -> tuple[list[int], list[int]]:
+    """The frames of a Labels layer the user corrected and those the user confirmed."""
+    review = layer.metadata.get(REVIEW) if layer is not None else None
+    if not isinstance(review, dict):
+        return [], []
+    return list(review.get("corrected", [])), list(review.get("confirmed", []))
+
+
+def toggle_reviewed(layer: Labels, frame: int) -> bool:
+    """Confirm ``frame`` of a Labels layer, or, if it is corrected or confirmed already,
+    forget that it was. Returns whether the frame is reviewed now. Confirming a frame of a
+    plugin result makes the layer the user's (later runs do not overwrite it)."""
+    review = _review(layer)
+    if frame in review["corrected"] or frame in review["confirmed"]:
+        review["corrected"] = [t for t in review["corrected"] if t != frame]
+        review["confirmed"] = [t for t in review["confirmed"] if t != frame]
+        return False
+    review["confirmed"] = sorted({*review["confirmed"], int(frame)})
+    _mark_edited(layer)
+    return True
 
 
 # --------------------------------------------------------------------------- labels, tracks
@@ -103,12 +214,15 @@ def show_result(
     layer = find_own(viewer, source, "labels")
     if isinstance(layer, Labels):
         layer.data = labels
+        layer.metadata.pop(REVIEW, None)  # nothing of the new result was reviewed
         for key, value in place.items():
             setattr(layer, key, value)
     else:
         layer = Labels(labels, name=layer_name(source, "labels"), **place)
-        layer.events.paint.connect(lambda _event, lay=layer: _mark_edited(lay))
         _add(viewer, layer, source, "labels")
+        watch_edits(layer)
+    if record.model_path is not None:
+        layer.metadata[TAG]["model"] = str(record.model_path)
     tracks = None
     if record.is_2d or len(record.lineage) == 0:
         remove_own(viewer, source, ["tracks"])
@@ -201,7 +315,7 @@ def show_inspection(viewer: napari.Viewer, record: RunRecord, input_layer: Layer
             layer.data = arr
             for key, value in place.items():
                 setattr(layer, key, value)
-        else:
+        else:  # below the result labels: an image on top would hide them
             layer = Image(
                 arr,
                 name=layer_name(source, kind),
@@ -211,7 +325,7 @@ def show_inspection(viewer: napari.Viewer, record: RunRecord, input_layer: Layer
                 visible=visible,
                 **place,
             )
-            _add(viewer, layer, source, kind)
+            _add(viewer, layer, source, kind, index=_below_results(viewer, source))
     place = _placement(input_layer)
     for kind in ("offsets", "track_offsets"):
         if record.is_2d and kind == "track_offsets":

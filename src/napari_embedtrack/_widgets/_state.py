@@ -1,4 +1,5 @@
-"""What the track widget remembers between clicks: the loaded model and the last run.
+"""What the widgets remember between clicks: the loaded model and the last run (track
+widget), and what the widgets of one viewer share (:class:`ViewerSession`).
 
 Kept apart from the Qt code so that it is the one place holding cached network outputs (for
 re-clustering and inspection layers) and the loaded network (not reloaded on every run).
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from ..ctc import lineage_to_tracks
 from ..engine.cluster import ClusterParams
@@ -43,6 +47,9 @@ class RunRecord:
         lineage: (N, 4) int64 ``[id, start, end, parent]``, frames relative to
             ``first_frame``.
         complete: False if the run was cancelled before its last frame.
+        model_path: folder of the model that produced the outputs.
+        last_frame: index in the input layer of the last frame asked for (a cancelled run
+            stops before it); None: the last frame done.
     """
 
     source: str
@@ -55,10 +62,18 @@ class RunRecord:
     labels: np.ndarray
     lineage: np.ndarray
     complete: bool = True
+    model_path: Path | None = None
+    last_frame: int | None = None
 
     @property
     def n_done(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        """First and last frame asked for, in the input layer's frame indices."""
+        last = self.first_frame + self.n_done - 1 if self.last_frame is None else self.last_frame
+        return self.first_frame, last
 
     def full_labels(self) -> np.ndarray:
         """Labels aligned with the input layer: (T, Y, X) uint32 (zeros outside the frames
@@ -162,6 +177,8 @@ class TrackingState:
             labels=result.labels,
             lineage=result.lineage,
             complete=result.complete,
+            model_path=Path(model_path),
+            last_frame=first_frame + (1 if movie.ndim == 2 else len(movie)) - 1,
         )
 
     def recluster(self, record: RunRecord, **changes) -> Generator[Progress, None, RunRecord]:
@@ -172,3 +189,42 @@ class TrackingState:
         return dataclasses.replace(
             record, params=params, labels=result.labels, lineage=result.lineage
         )
+
+
+class ViewerSession:
+    """What the plugin's widgets in one viewer share: the model of the last tracking run
+    (the fine-tune widget starts from it) and the track widget (to re-run a movie with a
+    fine-tuned model). One per viewer: :func:`session_of`."""
+
+    #: emitted with the model folder when a tracking run in this viewer finished
+    tracked = Signal(object)
+
+    def __init__(self) -> None:
+        self.last_model: Path | None = None
+        self._track: weakref.ref | None = None
+
+    @property
+    def track_widget(self) -> Any:
+        """The viewer's track widget, or None if none was opened (or it was closed)."""
+        return self._track() if self._track is not None else None
+
+    @track_widget.setter
+    def track_widget(self, widget: Any) -> None:
+        self._track = weakref.ref(widget) if widget is not None else None
+
+    def ran(self, model_path: Path | None) -> None:
+        """A tracking run with ``model_path`` finished."""
+        if model_path is not None:
+            self.last_model = Path(model_path)
+            self.tracked.emit(self.last_model)
+
+
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session_of(viewer: Any) -> ViewerSession:
+    """The shared state of the plugin's widgets in ``viewer`` (created on first use)."""
+    session = _sessions.get(viewer)
+    if session is None:
+        session = _sessions[viewer] = ViewerSession()
+    return session

@@ -36,9 +36,9 @@ from qtpy.QtWidgets import QFileDialog
 from ..engine.modelfile import ModelCard
 from ..engine.pipeline import default_cluster_params
 from ._inputs import InputError, movie_of
-from ._layers import INSPECTION, remove_own, show_inspection, show_result
+from ._layers import INSPECTION, remove_own, show_inspection, show_result, watch_viewer
 from ._models import DEVICES, registry
-from ._state import RunRecord, TrackingState
+from ._state import RunRecord, TrackingState, session_of
 from ._worker import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class TrackWidget(Container):
         super().__init__()
         self._viewer = napari_viewer
         self.state = TrackingState()
+        self.session = session_of(napari_viewer)
+        self.session.track_widget = self
+        watch_viewer(napari_viewer)  # corrected frames, for fine-tuning
         self._stop = threading.Event()
         self._input: Image | None = None  # input layer of the run in progress
         self._kind = ""  # "track" or "recluster" while a task runs
@@ -116,11 +119,17 @@ class TrackWidget(Container):
             ev.connect(self.reset_choices)
         registry.changed.connect(self._on_registry)
         self.native.destroyed.connect(lambda: registry.changed.disconnect(self._on_registry))
+        self.native.destroyed.connect(self._forget)
         self._blocked = True  # no re-clustering while the defaults are filled in
         self.reset_choices()
         self._on_image(self._image.value)
         self._on_model(self._model.value)
         self._blocked = False
+
+    def _forget(self, _obj=None) -> None:
+        """Closed: the fine-tune widget must not re-run in this widget any more."""
+        if self.session.track_widget is self:
+            self.session.track_widget = None
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
@@ -179,6 +188,7 @@ class TrackWidget(Container):
         bad; the message is shown)."""
         if self.runner.running:
             return None
+        self._timer.stop()  # a re-clustering still to come: the run uses the same settings
         try:
             layer = self._image.value
             movie = movie_of(layer)
@@ -218,6 +228,25 @@ class TrackWidget(Container):
         self._start("track", gen, f"EmbedTrack {layer.name}", self._on_tracked)
         return self.runner.worker
 
+    def run_with(self, model: Path, image: Image | None = None) -> GeneratorWorker | None:
+        """Track again with another ``model`` (e.g. just fine-tuned): ``image`` (default: the
+        input of the last run) over the frames of the last run of that image (the whole
+        movie if it was not tracked). None, with a message, if the widget is busy."""
+        if self.runner.running:
+            self._status.value = "busy: wait for the task running to finish, then run"
+            show_error(f"EmbedTrack: {self._status.value}")
+            return None
+        record = self.state.record
+        if image is None and record is not None:
+            image = self._input_layer(record)
+        if image is not None:
+            self._image.value = image
+            self._on_image(image)
+            if record is not None and record.source == image.name and not record.is_2d:
+                self._first.value, self._last.value = record.frame_range
+        self._model.value = Path(model).resolve()
+        return self.run()
+
     def cancel(self) -> None:
         """Tracking: stop after the current frame, keep the frames done. Re-clustering: drop."""
         if self._kind == "track":
@@ -248,6 +277,7 @@ class TrackWidget(Container):
     def _on_tracked(self, record: RunRecord) -> None:
         self.state.record = record
         self._show(record)
+        self.session.ran(record.model_path)
         if not record.complete:
             show_info(f"EmbedTrack: cancelled; showing {record.summary()}")
 
@@ -268,8 +298,8 @@ class TrackWidget(Container):
         record = self.state.record
         if record is None or self.runner.running:
             return
-        if on:
-            self._show(record)
+        if on:  # the result layers stay as they are (they may have been edited)
+            show_inspection(self._viewer, record, self._input_layer(record))
         else:
             remove_own(self._viewer, record.source, INSPECTION)
 
