@@ -1,11 +1,20 @@
 """Dock widget "Fine-tune EmbedTrack": train a model further on corrected labels.
 
+The correction loop: track a movie, correct (or confirm) some frames of the result, fine-tune
+the model of that run on them, compare SEG/TRA before and after on the corrected frames held
+out, and re-run the movie with the new model.
+
 The labels (label = track id; e.g. the plugin's own output after correction) and, if
 given, a Tracks layer for the divisions become one training sequence
-(:func:`engine.data.sequence_from_arrays`): frames in the chosen range that hold labels are
-taken as complete annotations, other frames are ignored. Training runs in a worker thread
-into a staging folder (``<user models>/.training/<name>``); only a finished run is moved to
-``<user models>/<name>`` and announced to the track widget. Cancel discards the run.
+(:func:`engine.data.sequence_from_arrays`): the training frames are taken as complete
+annotations, other frames are ignored. By default (for the plugin's own results and any
+layer with reviewed frames) the training frames are the frames the user corrected or
+confirmed (``_layers.reviewed_frames``); otherwise every frame in the chosen range that holds
+labels. Training starts from the model that made the labels, or else the model of the last
+tracking run in this viewer (``_state.ViewerSession``), unless the user picks another.
+Training runs in a worker thread into a staging folder (``<user models>/.training/<name>``);
+only a finished run is moved to ``<user models>/<name>`` and announced to the track widget.
+Cancel discards the run.
 """
 
 from __future__ import annotations
@@ -40,14 +49,17 @@ from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, TrainConfig, train
 from ._inputs import InputError, labels_of, movie_of, tracks_of
-from ._layers import find_own, tag_of
+from ._layers import find_own, reviewed_frames, tag_of, toggle_reviewed, watch_viewer
 from ._lossplot import LossPlot
 from ._models import DEVICES, registry
+from ._state import session_of
 from ._worker import TaskRunner
 
 log = logging.getLogger(__name__)
 
 NEW_MODEL = "new"  # "start from" choice: random weights
+PLUGIN = "napari-embedtrack"
+TRACK_WIDGET = "Track cells (EmbedTrack)"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -103,7 +115,17 @@ class FineTuneWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = napari_viewer
+        self.session = session_of(napari_viewer)
+        watch_viewer(napari_viewer)  # corrected frames of every Labels layer
         self._stop = threading.Event()
+        self._init_chosen = False  # the user picked "start from": keep it
+        self._setting_init = False
+        self._watched_labels: Labels | None = None
+        #: what the last start() trained on, and the last run's validation (None before)
+        self.training_frames: list[int] = []
+        self.started_from: Path | None = None
+        self.scores: dict | None = None
+        self.new_model: Path | None = None
         self._image = ComboBox(label="image", choices=self._choices(Image))
         self._labels = ComboBox(label="labels", choices=self._choices(Labels))
         self._labels.tooltip = (
@@ -115,6 +137,20 @@ class FineTuneWidget(Container):
             "cell and there are no divisions"
         )
         self._init = ComboBox(label="start from", choices=self._init_choices)
+        self._init.tooltip = (
+            "Default: the model that made the labels, or the model of the last tracking run"
+        )
+        self._reviewed_only = CheckBox(text="only corrected or confirmed frames")
+        self._reviewed_only.tooltip = (
+            "On: train on the frames you painted into or confirmed (within the frame range). "
+            "Off: every frame in the range that holds labels is a complete annotation"
+        )
+        self._review = Label(label="", value="")
+        self._confirm = PushButton(text="Confirm / unconfirm current frame")
+        self._confirm.tooltip = (
+            "Mark the frame shown as checked and correct (it is then trained on), or forget "
+            "that it was corrected or confirmed"
+        )
         self._first = SpinBox(label="first frame", min=0, max=0)
         self._last = SpinBox(label="last frame", min=0, max=0)
         self._steps = SpinBox(label="steps", min=1, max=1_000_000, value=300)
@@ -131,13 +167,19 @@ class FineTuneWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._bar = ProgressBar(label="", value=0, min=0, max=1)
         self._status = Label(label="", value="")
+        self._scores = Label(label="", value="")
+        self._rerun = PushButton(text="Re-run the movie with the new model", enabled=False)
+        self._rerun.tooltip = "Track the image again with the model just trained (track widget)"
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False)
         self._inputs = [
             self._image, self._labels, self._tracks, self._sparse, self._init, self._first,
-            self._last, self._steps, self._batch, self._crop, self._device, self._name,
-            self._train,
+            self._last, self._reviewed_only, self._confirm, self._steps, self._batch,
+            self._crop, self._device, self._name, self._train,
         ]  # fmt: skip
-        self.extend([*self._inputs[:-1], buttons, self._bar, self._status])
+        self.extend([
+            *self._inputs[:8], self._review, *self._inputs[8:-1], buttons, self._bar,
+            self._status, self._scores, self._rerun,
+        ])  # fmt: skip
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
 
@@ -146,24 +188,34 @@ class FineTuneWidget(Container):
         self._image.changed.connect(self._on_image)
         self._labels.changed.connect(self._on_labels)
         self._init.changed.connect(self._on_init)
+        self._first.changed.connect(self._show_review)
+        self._last.changed.connect(self._show_review)
+        self._reviewed_only.changed.connect(self._show_review)
+        self._confirm.clicked.connect(self.toggle_current_frame)
         self._train.clicked.connect(self.start)
         self._cancel.clicked.connect(self.cancel)
+        self._rerun.clicked.connect(self.rerun)
+        self.session.tracked.connect(self._on_tracked)
+        self.native.destroyed.connect(lambda: self.session.tracked.disconnect(self._on_tracked))
         events = self._viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self.reset_choices)
+        events.inserted.connect(self._pick_tracks)
         registry.changed.connect(self._on_registry)
         self.native.destroyed.connect(lambda: registry.changed.disconnect(self._on_registry))
         self.reset_choices()
         self._on_image(self._image.value)
         self._on_labels(self._labels.value)
         self._on_init(self._init.value)
+        self._init_chosen = False  # the values filled in above were not the user's
+        self._default_init()
 
     # ------------------------------------------------------------------ choices
     def _choices(self, kind: type) -> Callable:
         return lambda _w=None: [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, kind)]
 
     def _init_choices(self, _widget=None) -> list[tuple[str, object]]:
-        return [("new model (random weights)", NEW_MODEL), *registry.choices()]
+        return [*registry.choices(), ("new model (random weights)", NEW_MODEL)]
 
     def _on_registry(self) -> None:
         self._init.reset_choices()
@@ -177,15 +229,96 @@ class FineTuneWidget(Container):
             self._name.value = f"{layer.name}-finetuned".replace(" ", "_")
 
     def _on_labels(self, layer: Labels | None) -> None:
-        """Pick the plugin's Tracks layer that belongs to the plugin's Labels layer."""
+        """Pick the plugin's Tracks layer that belongs to the plugin's Labels layer, the
+        model that made the labels, and whether to train on the reviewed frames only."""
         tag = tag_of(layer) if layer is not None else None
+        is_result = bool(tag and tag.get("kind") == "labels")
+        self._pick_tracks()
+        # the plugin's results are predictions: only the frames the user checked are labels
+        self._reviewed_only.value = is_result or any(reviewed_frames(layer))
+        if self._watched_labels is not None:
+            self._watched_labels.events.paint.disconnect(self._show_review)
+        self._watched_labels = layer if isinstance(layer, Labels) else None
+        if self._watched_labels is not None:
+            self._watched_labels.events.paint.connect(self._show_review, position="last")
+        self._default_init()
+        self._show_review()
+
+    def _pick_tracks(self, _event=None) -> None:
+        """The plugin's Tracks layer of the chosen plugin Labels layer, if there is one (the
+        track widget adds it just after the labels)."""
+        tag = tag_of(self._labels.value) if self._labels.value is not None else None
         if tag and tag.get("kind") == "labels":
             tracks = find_own(self._viewer, tag.get("source"), "tracks")
-            if tracks is not None:
+            if tracks is not None and tracks is not self._tracks.value:
                 self._tracks.value = tracks
 
     def _on_init(self, value) -> None:
         self._crop.enabled = value == NEW_MODEL and not self.runner.running
+        if not self._setting_init:
+            self._init_chosen = True
+
+    def _on_tracked(self, _model: Path) -> None:
+        self._default_init()
+
+    def _default_init(self) -> None:
+        """Start from the model that made the chosen labels, else the model of the last
+        tracking run in this viewer, else the first model listed; never random weights
+        unless chosen. A model the user picked stays."""
+        if self._init_chosen:
+            return
+        choices = [data for _, data in self._init_choices()]
+        tag = tag_of(self._labels.value) if self._labels.value is not None else None
+        candidates = [tag.get("model") if tag else None, self.session.last_model]
+        value = next(
+            (Path(c).resolve() for c in candidates if c and Path(c).resolve() in choices),
+            choices[0],
+        )
+        self._setting_init = True
+        try:
+            self._init.value = value
+        finally:
+            self._setting_init = False
+
+    # ------------------------------------------------------------------ reviewed frames
+    def _training_frames(self, labels: np.ndarray | None = None) -> list[int]:
+        """Frames in the range that hold labels, and, with "only corrected or confirmed",
+        were corrected or confirmed."""
+        first, last = self._first.value, self._last.value
+        layer = self._labels.value
+        frames = range(first, last + 1)
+        if self._reviewed_only.value:
+            corrected, confirmed = reviewed_frames(layer)
+            frames = sorted(set(frames) & (set(corrected) | set(confirmed)))
+        if labels is None:
+            labels = getattr(layer, "data", None)
+        if labels is None or labels.ndim != 3:
+            return []
+        return [t for t in frames if t < len(labels) and labels[t].any()]
+
+    def _show_review(self, _event=None) -> None:
+        corrected, confirmed = reviewed_frames(self._labels.value)
+        text = f"corrected: {_frames_text(corrected)}; confirmed: {_frames_text(confirmed)}"
+        frames = self._training_frames()
+        self._review.value = f"{text}\ntraining frames: {_frames_text(frames)}"
+
+    def current_frame(self) -> int | None:
+        """The frame of the chosen labels layer the viewer shows."""
+        layer = self._labels.value
+        if layer is None or layer.ndim != 3:
+            return None
+        return round(layer.world_to_data(self._viewer.dims.point)[0])
+
+    def toggle_current_frame(self) -> None:
+        """Confirm the frame shown (or forget that it was corrected or confirmed)."""
+        layer, t = self._labels.value, self.current_frame()
+        if t is None or not 0 <= t < layer.data.shape[0]:
+            self._fail("choose a (T, Y, X) labels layer and show one of its frames")
+            return
+        on = toggle_reviewed(layer, t)
+        self._reviewed_only.value = True
+        self._status.value = f"frame {t} {'confirmed' if on else 'no longer reviewed'}"
+        self._show_review()
 
     # ------------------------------------------------------------------ train / cancel
     def _confirm_overwrite(self, name: str) -> bool:
@@ -223,7 +356,13 @@ class FineTuneWidget(Container):
                 data, graph = tracks_of(self._tracks.value)
                 lineage = tracks_to_lineage(data, graph)
             first, last = self._first.value, self._last.value
-            annotated = [t for t in range(first, last + 1) if labels[t].any()]
+            annotated = self._training_frames(labels)
+            if not annotated and self._reviewed_only.value:
+                raise InputError(
+                    f"no corrected or confirmed frames with labels in {first}-{last}: correct "
+                    "frames or confirm them first, or untick 'only corrected or confirmed "
+                    "frames' to train on every labelled frame"
+                )
             if not annotated:
                 raise InputError(f"no labels in frames {first}-{last}")
             name = self._check_name()
@@ -234,7 +373,7 @@ class FineTuneWidget(Container):
         if (user_model_dir() / name).exists() and not self._confirm_overwrite(name):
             self._status.value = "not started: choose another model name"
             return None
-        init = None if self._init.value == NEW_MODEL else self._init.value
+        init = None if self._init.value == NEW_MODEL else Path(self._init.value)
         # from a model: the fine-tuning recipe and its stop rule, as `embedtrack train --init`
         make = TrainConfig if init is None else TrainConfig.for_finetuning
         config = make(
@@ -249,8 +388,11 @@ class FineTuneWidget(Container):
             name=name, init=init, config=config, should_stop=self._stop.is_set,
             sparse=self._sparse.value,
         )  # fmt: skip
+        self.training_frames, self.started_from = annotated, init
+        self.scores, self.new_model = None, None
+        self._scores.value = ""
         self.plot.clear(config.steps)
-        for w in self._inputs:
+        for w in (*self._inputs, self._rerun):
             w.enabled = False
         self._cancel.enabled = True
         self.runner.start(gen, f"EmbedTrack fine-tune {name}", self._on_result, self._on_progress)
@@ -275,6 +417,8 @@ class FineTuneWidget(Container):
             return
         registry.refresh()
         card = read_card(path)
+        self.new_model = path
+        self.scores = validation_scores(card.validation, self.training_frames)
         start = card.validation.get("start")
         outcome = ""
         if start:  # the stop rule's verdict, with the figures before and after
@@ -282,6 +426,7 @@ class FineTuneWidget(Container):
             outcome = f"; validation score {start['score']:.3f} -> {after:.3f}"
             if card.training.get("outcome", "").startswith("no fine-tuned"):
                 outcome += " (no improvement: the starting model's weights were kept)"
+        self._scores.value = scores_text(self.scores)
         self._status.value = f"saved model {path.name} ({path}){outcome}"
         show_info(f"EmbedTrack: fine-tuned model {path.name!r} saved to {path}{outcome}")
 
@@ -289,4 +434,87 @@ class FineTuneWidget(Container):
         for w in self._inputs:
             w.enabled = True
         self._cancel.enabled = False
+        self._rerun.enabled = self.new_model is not None
+        setting, self._setting_init = self._setting_init, True
         self._on_init(self._init.value)
+        self._setting_init = setting
+
+    # ------------------------------------------------------------------ re-run
+    def rerun(self) -> GeneratorWorker | None:
+        """Track the image again with the model just trained, in the viewer's track widget
+        (opened if needed); the corrected labels stay (they are the user's layer)."""
+        if self.new_model is None:
+            return None
+        track = self.session.track_widget
+        if track is None:
+            _, track = self._viewer.window.add_plugin_dock_widget(PLUGIN, TRACK_WIDGET)
+        image = self._image.value
+        worker = track.run_with(self.new_model, image if isinstance(image, Image) else None)
+        if worker is not None:
+            self._status.value = f"re-running {getattr(image, 'name', 'the movie')} with model "
+            self._status.value += f"{self.new_model.name} (track widget)"
+        return worker
+
+
+def _frames_text(frames: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``; ``"none"`` for no frame."""
+    runs: list[list[int]] = []
+    for t in frames:
+        if runs and t == runs[-1][1] + 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs) or "none"
+
+
+def validation_scores(validation: dict, training_frames: list[int]) -> dict:
+    """SEG/TRA before and after fine-tuning from a model card's ``validation``.
+
+    Returns ``{"frames": [...], "held_out": bool, "before": {...}, "after": {...}}``:
+    the labelled frames scored, whether they were held out of training, and the card's
+    measures (``SEG_plain``, ``TRA_plain``: the frames as they are; ``SEG_hard``,
+    ``TRA_hard``: a dim, noisy copy). ``held_out`` is False when too few frames were
+    labelled to hold some out: the training then scores dim noisy copies of training frames
+    only. ``before`` is empty for a model trained from scratch.
+    """
+    measures = ("SEG_plain", "TRA_plain", "SEG_hard", "TRA_hard")
+    span = next(iter(validation.get("frames", {}).values()), "")
+    lo, _, hi = span.partition("-")
+    window = range(int(lo), int(hi or lo) + 1) if lo else range(0)
+    after = {k: v for k, v in validation.items() if k in measures}
+    return {
+        "frames": [t for t in window if t in set(training_frames)],
+        "held_out": any(k.endswith("_plain") for k in after),
+        "before": {k: v for k, v in (validation.get("start") or {}).items() if k in measures},
+        "after": after,
+    }
+
+
+def scores_text(scores: dict | None) -> str:
+    """Lines ``SEG 0.612 -> 0.655, TRA ... (held-out frames 8-9)`` for the widget."""
+    if not scores or not scores["after"]:
+        return "no validation (no frames with labels to score on)"
+    before, after = scores["before"], scores["after"]
+
+    def line(style: str) -> str:
+        parts = []
+        for m in ("SEG", "TRA"):
+            key = f"{m}_{style}"
+            if key in after:
+                b = f"{before[key]:.3f} -> " if key in before else ""
+                parts.append(f"{m} {b}{after[key]:.3f}")
+        return ", ".join(parts)
+
+    head = "before -> after" if before else "after training"
+    frames = _frames_text(scores["frames"])
+    if scores["held_out"]:
+        lines = [f"{head}, on the held-out labelled frames {frames}:"]
+    else:
+        lines = [
+            f"{head}; too few labelled frames to hold some out, scored on dim noisy copies "
+            f"of training frames {frames}:"
+        ]
+    for style, what in (("plain", "as they are"), ("hard", "dim noisy copy")):
+        if text := line(style):
+            lines.append(f"  {text} ({what})")
+    return "\n".join(lines)
