@@ -125,8 +125,8 @@ def main() -> int:
     viewer.dims.set_current_step(0, t)
     for layer in viewer.layers:
         layer.visible = layer.name in (
-            "synthetic movie", "synthetic movie [EmbedTrack]",
-            "synthetic movie tracks [EmbedTrack]",
+            "synthetic movie", "labels: synthetic movie",
+            "tracks: synthetic movie",
         )  # fmt: skip
     viewer.reset_view()
     settle()
@@ -134,13 +134,13 @@ def main() -> int:
 
     for layer in viewer.layers:
         layer.visible = layer.name in (
-            "synthetic movie", "synthetic movie [EmbedTrack]",
-            "synthetic movie seediness [EmbedTrack]", "synthetic movie offsets [EmbedTrack]",
+            "synthetic movie", "labels: synthetic movie",
+            "seediness: synthetic movie", "offsets: synthetic movie",
         )  # fmt: skip
-    labels = viewer.layers["synthetic movie [EmbedTrack]"]
+    labels = viewer.layers["labels: synthetic movie"]
     labels.contour, labels.opacity = 1, 1.0
-    viewer.layers["synthetic movie seediness [EmbedTrack]"].opacity = 0.5
-    viewer.layers["synthetic movie offsets [EmbedTrack]"].edge_width = 1.5
+    viewer.layers["seediness: synthetic movie"].opacity = 0.5
+    viewer.layers["offsets: synthetic movie"].edge_width = 1.5
     camera(viewer).center = (y, x)
     camera(viewer).zoom = 5.0
     settle()
@@ -151,8 +151,8 @@ def main() -> int:
         return 0
 
     _, tune = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune EmbedTrack")
-    tune._labels.value = viewer.layers["synthetic movie [EmbedTrack]"]
-    tune._tracks.value = viewer.layers["synthetic movie tracks [EmbedTrack]"]
+    tune._labels.value = viewer.layers["labels: synthetic movie"]
+    tune._tracks.value = viewer.layers["tracks: synthetic movie"]
     tune._init.value = model
     tune._steps.value, tune._batch.value, tune._device.value = 30, 1, "cpu"
     tune._name.value = "synthetic-finetuned"
