@@ -1,4 +1,5 @@
-"""npe2 readers: CTC sequence folders / TIFF stacks, and CTC ground truth / results folders.
+"""npe2 readers: CTC sequence folders / TIFF stacks, CTC ground truth / results folders, and
+GEFF stores (tracking graph + masks, :mod:`napari_embedtrack.io.geff`).
 
 Each ``get_*_reader`` is cheap and returns None for paths that are not its own (it never
 raises); the reader it returns raises :class:`~napari_embedtrack.ctc.CTCFormatError` with a
@@ -130,4 +131,55 @@ def read_tracks_layers(path) -> list[LayerData]:
         layers.append((full, {"name": f"{name} SEG", "metadata": {"seg_frames": sorted(seg)},
                               "visible": False}, "labels"))  # fmt: skip
         log.info("%s: SEG masks in frames %s", folder, frames)
+    return layers
+
+
+# --------------------------------------------------------------------------- GEFF
+def get_geff_reader(path) -> Callable[[str], list[LayerData]] | None:
+    """Reader for a GEFF store (a zarr folder holding a GEFF graph, or the graph group)."""
+    from .io.geff import find_geff_group  # no geff package needed to claim a path
+
+    p = _single_path(path)
+    return read_geff_layers if p is not None and find_geff_group(p) is not None else None
+
+
+def read_geff_layers(path) -> list[LayerData]:
+    """Labels (label = track id; when the store has masks) + Tracks (divisions in the graph;
+    extra numeric node properties, e.g. scores, become Tracks properties)."""
+    from .io.geff import NODE_PROPS, read_geff
+
+    p = _single_path(path)
+    result = read_geff(p)
+    name = p.stem if p.suffix.lower() in (".geff", ".zarr") else p.name
+    nodes = result.nodes
+    layers: list[LayerData] = []
+    if result.labels is not None:
+        layers.append((result.labels, {"name": name}, "labels"))
+        data, graph, props = ctc.lineage_to_tracks(result.labels, result.lineage)
+    else:  # positions from the graph
+        order = np.lexsort((nodes["t"], nodes["track_id"]))
+        data = np.column_stack([nodes[k][order] for k in ("track_id", "t", "y", "x")])
+        data = data.astype(np.float64)
+        graph = {int(i): [int(par)] for i, _s, _e, par in result.lineage.tolist() if par}
+        props = {}
+    if not len(data):
+        return layers
+    # node properties -> Tracks rows, matched by (track id, frame)
+    n_t = int(max(data[:, 1].max(), np.max(nodes["t"]))) + 1
+    row_key = data[:, 0].astype(np.int64) * n_t + data[:, 1].astype(np.int64)
+    node_key = np.asarray(nodes["track_id"], np.int64) * n_t + np.asarray(nodes["t"], np.int64)
+    sorter = np.argsort(node_key)
+    pos = np.searchsorted(node_key, row_key, sorter=sorter).clip(0, len(node_key) - 1)
+    hit = node_key[sorter[pos]] == row_key
+    for key, values in nodes.items():
+        if key in props or key in ("node_id", "seg_id", "track_id", "t", "y", "x"):
+            continue
+        if key in NODE_PROPS and result.labels is not None:
+            continue  # lineage_to_tracks has them (area) or their equivalent (root)
+        arr = np.ma.asarray(values)
+        if arr.ndim == 1 and arr.dtype.kind in "biuf":
+            filled = np.ma.filled(arr.astype(np.float64), np.nan)
+            props[key] = np.where(hit, filled[sorter[pos]], np.nan)
+    layers.append((data, {"name": f"{name} tracks", "graph": graph, "properties": props},
+                   "tracks"))  # fmt: skip
     return layers

@@ -1,5 +1,6 @@
-"""npe2 writer: a Labels layer (label = track id) and optionally a Tracks layer -> a CTC
-results folder (``maskNNN.tif`` + ``res_track.txt``).
+"""npe2 writers: a Labels layer (label = track id) and optionally a Tracks layer -> a CTC
+results folder (``maskNNN.tif`` + ``res_track.txt``), or a GEFF store (the tracking graph +
+the masks, :mod:`napari_embedtrack.io.geff`).
 
 The divisions come from the Tracks layer's graph (:func:`ctc.tracks_to_lineage`); without a
 Tracks layer every label is a track without parent. An existing folder is replaced only if
@@ -43,20 +44,47 @@ def write_ctc_results(path: str, layer_data: list[tuple]) -> list[str]:
         ValueError: bad labels (> 65535, not integer) or tracks (merges).
     """
     folder = Path(path)
+    labels, lineage = _labels_and_lineage(layer_data, "CTC")
+    if not _replaceable(folder):
+        raise FileExistsError(
+            f"{folder}: exists and is not a CTC results folder; choose a new or empty folder"
+        )
+    ctc.write_results(folder, labels, lineage, overwrite=True)
+    return [str(folder)]
+
+
+def _labels_and_lineage(layer_data: list[tuple], fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one Labels layer's data and the lineage of the optional Tracks layer's graph."""
     labels = [d for d, _, kind in layer_data if kind == "labels"]
     tracks = [(d, meta) for d, meta, kind in layer_data if kind == "tracks"]
     if len(labels) != 1 or len(tracks) > 1:
         raise ValueError(
-            f"the CTC writer takes one Labels layer and at most one Tracks layer, got "
+            f"the {fmt} writer takes one Labels layer and at most one Tracks layer, got "
             f"{len(labels)} and {len(tracks)}"
         )
     lineage = None
     if tracks:
         data, meta = tracks[0]
         lineage = ctc.tracks_to_lineage(np.asarray(data), meta.get("graph") or {})
-    if not _replaceable(folder):
-        raise FileExistsError(
-            f"{folder}: exists and is not a CTC results folder; choose a new or empty folder"
-        )
-    ctc.write_results(folder, np.asarray(labels[0]), lineage, overwrite=True)
-    return [str(folder)]
+    return np.asarray(labels[0]), lineage
+
+
+def write_geff_store(path: str, layer_data: list[tuple]) -> list[str]:
+    """Write one Labels layer (+ at most one Tracks layer) to the GEFF store ``path``.
+
+    The graph and the masks go to one zarr folder (:func:`napari_embedtrack.io.geff.write_geff`);
+    an existing GEFF store is replaced, any other non-empty folder is not.
+
+    Returns:
+        ``[path]``.
+
+    Raises:
+        FileExistsError: ``path`` is a file or a folder that is not a GEFF store.
+        ValueError: bad labels (> 65535, not integer) or tracks (merges).
+        ImportError: the ``geff`` package is missing.
+    """
+    from .io import geff
+
+    labels, lineage = _labels_and_lineage(layer_data, "GEFF")
+    geff.write_geff(path, labels, lineage, overwrite=geff.find_geff_group(path) is not None)
+    return [str(path)]

@@ -9,8 +9,8 @@ from napari.layers import Image, Labels, Tracks
 from npe2 import PluginManifest
 
 from napari_embedtrack import _sample_data, ctc
-from napari_embedtrack._reader import get_movie_reader, get_tracks_reader
-from napari_embedtrack._writer import write_ctc_results
+from napari_embedtrack._reader import get_geff_reader, get_movie_reader, get_tracks_reader
+from napari_embedtrack._writer import write_ctc_results, write_geff_store
 from napari_embedtrack.synthetic import write_ctc
 
 PLUGIN = "napari-embedtrack"
@@ -41,8 +41,10 @@ def test_readers_return_none_for_other_paths(tmp_path, dataset):
     for name in others:
         assert get_movie_reader(str(tmp_path / name)) is None, name
         assert get_tracks_reader(str(tmp_path / name)) is None, name
+        assert get_geff_reader(str(tmp_path / name)) is None, name
     seq, gt = dataset
     assert get_tracks_reader(str(seq)) is None
+    assert get_geff_reader(str(seq)) is None and get_geff_reader(str(gt)) is None
     assert get_movie_reader(str(gt)) is None
     assert get_movie_reader([str(seq), str(seq)]) is None
 
@@ -108,3 +110,43 @@ def test_bundled_clips(key):
     movie, labels = layers[0][0], layers[1][0]
     assert movie.ndim == 3 and movie.shape == labels.shape
     assert labels.max() > 0 and len(layers[2][0]) > 0
+
+
+def test_geff_write_and_read_through_the_viewer(make_napari_viewer, tmp_path, movie):
+    pytest.importorskip("geff")
+    from napari_embedtrack.io.geff import read_geff, tracking_graph, write_geff
+
+    viewer = make_napari_viewer()
+    labels = viewer.add_labels(movie.labels, name="labels: movie")
+    data, graph, props = ctc.lineage_to_tracks(movie.labels, movie.lineage)
+    tracks = viewer.add_tracks(data, graph=graph, properties=props, name="tracks: movie")
+    out = tmp_path / "movie.geff"
+    viewer.layers.selection = {labels, tracks}
+    written = viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    assert written == [str(out)]
+    stored = read_geff(out)
+    np.testing.assert_array_equal(stored.labels, movie.labels)
+    np.testing.assert_array_equal(stored.lineage, movie.lineage)
+
+    new = make_napari_viewer()
+    back_labels, back_tracks = new.open(str(out), plugin=PLUGIN)
+    assert isinstance(back_labels, Labels) and isinstance(back_tracks, Tracks)
+    assert back_labels.name == "movie" and back_tracks.name == "movie tracks"
+    np.testing.assert_array_equal(back_labels.data, movie.labels)
+    np.testing.assert_allclose(back_tracks.data, tracks.data)
+    assert back_tracks.graph == tracks.graph and back_tracks.graph  # divisions
+    # the GEFF group itself opens too; extra node properties become Tracks properties
+    nodes = tracking_graph(movie.labels, movie.lineage).nodes
+    score = nodes["track_id"] * 100.0 + nodes["t"]  # per node, in the graph's node order
+    write_geff(tmp_path / "s.geff", movie.labels, movie.lineage, node_props={"score": score})
+    group = str(tmp_path / "s.geff" / "tracks")
+    (_, (t_data, meta, kind)) = get_geff_reader(group)(group)
+    assert kind == "tracks"
+    np.testing.assert_array_equal(meta["properties"]["score"], t_data[:, 0] * 100 + t_data[:, 1])
+
+    # a GEFF store is replaced, any other folder is not
+    write_geff_store(str(out), [(movie.labels[:2], {}, "labels")])
+    assert read_geff(out).labels.shape[0] == 2
+    assert (read_geff(out).lineage[:, 3] == 0).all()  # no tracks layer: no parents
+    with pytest.raises(FileExistsError, match="not a GEFF store"):
+        write_geff_store(str(tmp_path), [(movie.labels, {}, "labels")])
