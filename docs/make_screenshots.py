@@ -153,6 +153,7 @@ def main() -> int:
     _, tune = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune EmbedTrack")
     tune._labels.value = viewer.layers["labels: synthetic movie"]
     tune._tracks.value = viewer.layers["tracks: synthetic movie"]
+    tune._reviewed_only.value = False  # the picture trains on every frame of the result
     tune._init.value = model
     tune._steps.value, tune._batch.value, tune._device.value = 30, 1, "cpu"
     tune._name.value = "synthetic-finetuned"
