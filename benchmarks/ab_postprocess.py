@@ -60,7 +60,7 @@ VARIANTS: dict[str, dict] = {
 _FINAL = VARIANTS["fragments 0.2, divisions one-frame, gaps, drop single"]
 # the clustering thresholds on top of the shipped clean-up (dim cells: lower thresholds keep
 # more of a cell's faint border)
-for _key, _values in (("seed_threshold", (0.3, 0.5)), ("score_threshold", (0.1, 0.3))):
+for _key, _values in (("seed_threshold", (0.2, 0.3, 0.4, 0.5)), ("score_threshold", (0.1, 0.3))):
     for _v in _values:
         VARIANTS[f"final, {_key} {_v}"] = {**_FINAL, _key: _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
