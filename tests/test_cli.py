@@ -310,3 +310,12 @@ def test_result_names_are_distinct():
     movies = [Path("/d/SIM/01"), Path("/d/GOWT1/01"), Path("/e/x.tif"), Path("/e/y.TIFF")]
     assert result_names(movies) == ["SIM_01", "GOWT1_01", "x", "y"]
     assert result_names([Path("/d/x/01")]) == ["01"]
+
+
+def test_train_min_cell_to_noise_option_reaches_the_augmentation():
+    from napari_embedtrack.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["train", "d", "--out", "m", "--min-cell-to-noise", "1"])
+    assert train_config(args).augment.min_cell_to_noise == 1.0
+    args = build_parser().parse_args(["train", "d", "--out", "m"])
+    assert train_config(args).augment.min_cell_to_noise == 0.0  # off unless asked

@@ -475,6 +475,9 @@ def train_config(args: argparse.Namespace):
         seed=args.seed,
         device=args.device,
     )
+    if args.min_cell_to_noise is not None:
+        augment = dataclasses.replace(cfg.augment, min_cell_to_noise=args.min_cell_to_noise)
+        cfg = dataclasses.replace(cfg, augment=augment)
     return cfg
 
 
@@ -700,6 +703,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (5e-4; --init 1e-4)")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--min-cell-to-noise",
+        type=float,
+        default=None,
+        metavar="R",
+        help="intensity augmentation keeps cells at least R background-noise SDs above the "
+        "background (default: no cap; docs/models.md, session 6)",
+    )
     tr.add_argument("--name", help="model name for the card (default: folder name)")
     tr.add_argument(
         "--frames",
