@@ -530,16 +530,24 @@ class PairSampler:
         return make_targets(arrs, s, t)
 
 
-def cell_to_noise(image: np.ndarray, cells: np.ndarray) -> float | None:
-    """Median cell pixel minus median background pixel, in background-noise SDs
+def _signal_and_noise(image: np.ndarray, cells: np.ndarray) -> tuple[float, float] | None:
+    """Median cell pixel minus median background pixel, and the background-noise SD
     (:func:`~.proxy.noise_sd`); None without both cell and background pixels."""
     from .proxy import noise_sd
 
     fg = cells > 0
     if not fg.any() or fg.all():
         return None
-    sd = noise_sd(image)
-    signal = float(np.median(image[fg]) - np.median(image[~fg]))
+    return float(np.median(image[fg]) - np.median(image[~fg])), noise_sd(image)
+
+
+def cell_to_noise(image: np.ndarray, cells: np.ndarray) -> float | None:
+    """Median cell pixel minus median background pixel, in background-noise SDs
+    (:func:`~.proxy.noise_sd`); None without both cell and background pixels."""
+    measured = _signal_and_noise(image, cells)
+    if measured is None:
+        return None
+    signal, sd = measured
     return signal / sd if sd > 0 else float("inf")
 
 
@@ -547,15 +555,12 @@ def _capped_noise(arrs: dict, params: dict, least: float) -> float:
     """The drawn noise SD, lowered so that the crop's cells stay ``least`` noise SDs above the
     background after contrast ``c`` and noise ``n``: ``c s / sqrt((c sd)^2 + n^2) >= least``
     (``s`` and ``sd`` of the frame t crop before augmentation)."""
-    from .proxy import noise_sd
-
-    image, cells = arrs["image"][1], arrs["track"][1]
-    ratio = cell_to_noise(image, cells)
-    if ratio is None or not np.isfinite(ratio):
+    measured = _signal_and_noise(arrs["image"][1], arrs["track"][1])
+    if measured is None or measured[1] <= 0:
         return params["noise"]
-    sd = noise_sd(image)
+    signal, sd = measured
     c = params.get("contrast", 1.0)
-    room = (ratio * sd / least) ** 2 - sd**2  # (s / least)^2 - sd^2
+    room = (signal / least) ** 2 - sd**2
     return float(min(params["noise"], c * np.sqrt(room) if room > 0 else 0.0))
 
 
