@@ -308,17 +308,25 @@ def medoid(coords: np.ndarray, n_candidates: int = 64, max_points: int = 4000) -
     Candidates are the ``n_candidates`` points closest to the centroid (the medoid lies near
     it); each is scored by its summed distance to (a fixed subsample of at most ``max_points``
     of) all points. Exact for sets of up to ``n_candidates`` points.
+
+    The candidate-to-point distances come from one small matrix product on coordinates
+    centred at the centroid (|c|^2 + |p|^2 - 2 c.p), not from an (n_candidates, n, 2)
+    difference array: a third of the time of a training sample went into this (issue #13).
     """
     n = len(coords)
     if n <= 2:
         return coords[0].astype(np.float32)
     pts = coords.astype(np.float32)
-    d0 = ((pts - pts.mean(0)) ** 2).sum(1)
+    mid = pts.mean(0)
+    c = pts - mid
+    d0 = (c * c).sum(1)
     k = min(n_candidates, n)
-    cand = pts[np.argpartition(d0, k - 1)[:k]]
-    ref = pts if n <= max_points else pts[:: int(np.ceil(n / max_points))]
-    cost = np.sqrt(((cand[:, None] - ref[None]) ** 2).sum(-1)).sum(1)
-    return cand[np.argmin(cost)]
+    pick = np.argpartition(d0, k - 1)[:k]
+    ref = c if n <= max_points else c[:: int(np.ceil(n / max_points))]
+    sq = (ref * ref).sum(1)
+    d2 = d0[pick, None] + sq[None, :] - 2.0 * (c[pick] @ ref.T)
+    cost = np.sqrt(np.maximum(d2, 0.0)).sum(1)
+    return pts[pick[np.argmin(cost)]]
 
 
 def instance_medoids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -420,9 +428,13 @@ def _intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, pa
 def _draw_intensity(rng: np.random.Generator, cfg: AugmentConfig, size: int) -> dict:
     p: dict = {}
     if rng.random() < cfg.p_gain_field:
+        # a smooth field: 4 x 4 random gains, resized and blurred (sigma size / 8) at a
+        # quarter of the crop's resolution, then resized to it (blurring at full
+        # resolution cost 13 ms a crop for the same field to within 1 %)
         coarse = rng.uniform(0.25, 1.5, (4, 4)).astype(np.float32)
-        p["gain"] = _resize(coarse, size, nearest=False)
-        p["gain"] = ndimage.gaussian_filter(p["gain"], size / 8)
+        small = max(size // 4, 8)
+        field = ndimage.gaussian_filter(_resize(coarse, small, nearest=False), small / 8)
+        p["gain"] = _resize(field, size, nearest=False)
     if rng.random() < cfg.p_contrast:
         p["contrast"] = float(rng.uniform(*cfg.contrast_range))
         p["noise"] = float(rng.uniform(*cfg.noise_range))
