@@ -351,9 +351,13 @@ def embedtrack_loss(
     grid = make_grid(h, w, grid_spacing, seg_t.device)
     seg_t, seg_prev, track = seg_t.float(), seg_prev.float(), track.float()
     inst_l, var_l, seed_l, track_l = [], [], [], []
+    # counts to the host once (not one device sync per frame on a GPU)
+    n_inst = batch["n_inst"].tolist()
+    n_track = batch["n_track"].tolist()
+    all_unknown = batch["ignore"].flatten(2).all(-1).tolist()
     for i in range(b):
         for k, seg in ((0, seg_prev[i]), (1, seg_t[i])):
-            n = int(batch["n_inst"][i, k])
+            n = int(n_inst[i][k])
             centres = batch["centres"][i, k, :n] * grid_spacing
             li, lv, ls = frame_seg_loss(
                 seg, batch["labels"][i, k], batch["ignore"][i, k], centres, grid, weights
@@ -361,9 +365,9 @@ def embedtrack_loss(
             if li is not None:
                 inst_l.append(li)
                 var_l.append(lv)
-            if li is not None or not bool(batch["ignore"][i, k].all()):
+            if li is not None or not all_unknown[i][k]:
                 seed_l.append(ls)  # (an entirely unknown frame has no seed term)
-        n = int(batch["n_track"][i])
+        n = int(n_track[i])
         lt = frame_track_loss(
             track[i],
             seg_t[i, 2:4],
