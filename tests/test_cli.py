@@ -319,3 +319,13 @@ def test_train_min_cell_to_noise_option_reaches_the_augmentation():
     assert train_config(args).augment.min_cell_to_noise == 1.0
     args = build_parser().parse_args(["train", "d", "--out", "m"])
     assert train_config(args).augment.min_cell_to_noise == 0.0  # off unless asked
+
+
+def test_train_workers_and_schedule_options_reach_the_config():
+    from napari_embedtrack.cli import build_parser, train_config
+
+    parse = build_parser().parse_args
+    cfg = train_config(parse(["train", "d", "--out", "m", "--workers", "3", "--schedule", "time"]))
+    assert (cfg.workers, cfg.schedule) == (3, "time")
+    cfg = train_config(parse(["train", "d", "--out", "m"]))
+    assert (cfg.workers, cfg.schedule) == (None, "steps")  # defaults: the device decides

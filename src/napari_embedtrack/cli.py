@@ -474,6 +474,8 @@ def train_config(args: argparse.Namespace):
         val_window=_val_window(args.val_frames),
         seed=args.seed,
         device=args.device,
+        workers=args.workers,
+        schedule=args.schedule,
     )
     if args.min_cell_to_noise is not None:
         augment = dataclasses.replace(cfg.augment, min_cell_to_noise=args.min_cell_to_noise)
@@ -703,6 +705,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (5e-4; --init 1e-4)")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--schedule",
+        choices=["steps", "time"],
+        default="steps",
+        help="learning-rate cycle over --steps (default) or over whichever of --steps and "
+        "--max-minutes runs out first (time: a run given minutes still anneals)",
+    )
+    tr.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes drawing training crops (default: up to 8 on a GPU, none on a CPU)",
+    )
     tr.add_argument(
         "--min-cell-to-noise",
         type=float,

@@ -394,3 +394,72 @@ def test_anchor_keeps_finetuned_weights_near_the_start(sequence, tiny_model, tmp
         )
 
     assert drift(1e3) < drift(0.0)
+
+
+# --------------------------------------------------------------------------- crop workers
+def test_crop_workers_give_reproducible_distinct_streams(sequence):
+    from napari_embedtrack.engine.train import _batches
+
+    def first(n_batches: int, seed: int) -> list[np.ndarray]:
+        sampler = D.PairSampler([sequence], [[1, 2, 3]], 32, D.AugmentConfig(), seed)
+        gen = _batches(sampler, 2, 2, torch.device("cpu"), seed, 0)
+        try:
+            return [next(gen)["image"].numpy() for _ in range(n_batches)]
+        finally:
+            gen.close()
+
+    a, b, c = first(4, 0), first(4, 0), first(4, 1)
+    assert all(x.shape == (2, 2, 32, 32) for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # same seed
+    assert not np.array_equal(a[0], a[1])  # the two workers draw different crops
+    assert not any(np.array_equal(x, y) for x, y in zip(a, c, strict=True))  # other seed
+
+
+def test_training_with_crop_workers_writes_model(tmp_path, sequence):
+    out = tmp_path / "workers"
+    _, records = _run(train([sequence], out, _config(workers=2)))
+    assert _steps(records) == [1, 2, 3]
+    assert read_card(out).training["config"]["workers"] == 2
+    assert load_model(out).net is not None
+
+
+# --------------------------------------------------------------------------- time schedule
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_timed_one_cycle_follows_torchs_one_cycle():
+    from napari_embedtrack.engine.train import TimedOneCycle
+
+    total = 1001
+    ref_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, total_steps=total)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ours = TimedOneCycle(opt, 1e-3)
+    for k in range(total):
+        ours.step(k / (total - 1))
+        a, b = ref.get_last_lr()[0], ours.get_last_lr()[0]
+        assert b == pytest.approx(a, rel=0.02, abs=1e-6), k
+        assert opt.param_groups[0]["betas"][0] == pytest.approx(
+            ref_opt.param_groups[0]["betas"][0], abs=2e-3
+        )
+        if k < total - 1:
+            ref.step()
+    ours.step(0.3)
+    assert ours.get_last_lr()[0] == pytest.approx(1e-3)
+    ours.step(1.0)
+    assert ours.get_last_lr()[0] == pytest.approx(1e-3 / 25 / 1e4)
+
+
+def test_time_schedule_anneals_when_the_time_budget_runs_out(tmp_path, sequence):
+    out = tmp_path / "timed"
+    _, records = _run(
+        train([sequence], out, _config(steps=10_000, max_seconds=1.5, schedule="time"))
+    )
+    steps = [r for r in records if "loss" in r.info]
+    assert 1 <= len(steps) < 10_000
+    assert steps[-1].info["lr"] == pytest.approx(5e-4 / 25 / 1e4)  # annealed, not cut off
+    assert (out / CHECKPOINT).is_file()
+
+
+def test_time_schedule_needs_a_time_budget(tmp_path, sequence):
+    with pytest.raises(ValueError, match="time budget"):
+        _run(train([sequence], tmp_path / "x", _config(schedule="time")))
+    assert not (tmp_path / "x").exists()
