@@ -386,37 +386,60 @@ def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
     return r.astype(arr.dtype) if nearest else r
 
 
-def _intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, params: dict):
+def _intensity(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    params: dict,
+    ref: np.ndarray | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+):
     """Apply intensity augmentation with shared ``params`` (drawn once per pair).
 
     The crop comes from a frame normalised as a whole (its 1st / 99.8th percentiles at 0 / 1),
     as inference normalises every frame. After the changes the crop is normalised again with
-    the levels those two frame percentiles are moved to, not with the crop's own percentiles:
-    a dim cell in an otherwise empty crop stays dim, as it is in a dim frame at inference.
-    (Re-normalising each crop by itself stretched such cells to full brightness in training
-    only; issue #13.)
+    the levels the whole frame would have, not with the crop's own percentiles: a dim cell in
+    an otherwise empty crop stays dim, as it is in a dim frame at inference. (Re-normalising
+    each crop by itself stretched such cells to full brightness in training only; issue #13.)
+
+    ``ref``: a subsample of the whole frame's pixels. The same changes (the field's median
+    gain, contrast about the crop's background, gamma, noise) are applied to it and its
+    ``percentiles`` are the levels, exactly what frame normalisation at inference does to a
+    frame filmed that way. Without it the levels are moved analytically (the frame's 0 / 1
+    mapped, widened by the noise's normal quantiles), which overestimates the upper level of
+    a dim noisy frame: its background then sat lower in training (median 0.26, 95th
+    percentile 0.38 on MSC crops) than in a dim frame normalised at inference (0.44 on the
+    hard proxy of MSC 01; issue #13, docs/models.md).
     """
     img = img.copy()
     lo, hi = 0.0, 1.0  # where the frame's normalisation percentiles are now
+    r = None if ref is None else ref.astype(np.float32)
     if "gain" in params:
         img = img * params["gain"]
         g = float(np.median(params["gain"]))
         lo, hi = lo * g, hi * g
+        r = None if r is None else r * g
     if "contrast" in params:
         bg = float(np.percentile(img, 20))
         c = params["contrast"]
         img = bg + (img - bg) * c
         lo, hi = bg + (lo - bg) * c, bg + (hi - bg) * c
+        r = None if r is None else bg + (r - bg) * c
     if "gamma" in params:
         img = np.clip(img, 0, None) ** params["gamma"]
         lo, hi = max(lo, 0.0) ** params["gamma"], max(hi, 0.0) ** params["gamma"]
+        r = None if r is None else np.clip(r, 0, None) ** params["gamma"]
     if "blur" in params:
         img = ndimage.gaussian_filter(img, params["blur"])
     if "noise" in params:
         img = img + rng.normal(0, params["noise"], img.shape).astype(np.float32)
         # the 1st / 99.8th percentiles of a frame move by these normal quantiles of the noise
         lo, hi = lo - 2.33 * params["noise"], hi + 2.88 * params["noise"]
+        if r is not None:
+            r = r + rng.normal(0, params["noise"], r.shape).astype(np.float32)
     if "contrast" in params or "gamma" in params or "gain" in params:
+        if r is not None:
+            lo, hi = (float(v) for v in np.percentile(r, percentiles))
         img = (img - lo) / max(hi - lo, 1e-3)
     if "clahe" in params:
         from skimage.exposure import equalize_adapthist
@@ -483,9 +506,22 @@ class PairSampler:
         self.crop = crop_size
         self.augment = augment
         self.rng = np.random.default_rng(seed)
+        self._refs: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    #: pixels of a frame's subsample that intensity augmentation re-normalises with
+    REFERENCE_PIXELS = 16384
+
+    def _reference(self, i: int, t: int) -> np.ndarray:
+        """A fixed, evenly strided subsample of frame ``t`` of sequence ``i`` (cached)."""
+        key = (i, t)
+        if key not in self._refs:
+            frame = self.sequences[i].image[t]
+            step = max(1, int(np.sqrt(frame.size / self.REFERENCE_PIXELS)))
+            self._refs[key] = np.ascontiguousarray(frame[::step, ::step]).ravel()
+        return self._refs[key]
 
     def sample(self) -> dict[str, np.ndarray]:
         """One augmented pair as numpy arrays (see :func:`collate`)."""
@@ -538,7 +574,13 @@ class PairSampler:
             params = _draw_intensity(rng, cfg, crop)
             if cfg.min_cell_to_noise > 0 and "noise" in params:
                 params["noise"] = _capped_noise(arrs, params, cfg.min_cell_to_noise)
-            arrs["image"] = np.stack([_intensity(im, rng, cfg, params) for im in arrs["image"]])
+            refs = [self._reference(i, tt) for tt in (t - 1, t)]
+            arrs["image"] = np.stack(
+                [
+                    _intensity(im, rng, cfg, params, ref)
+                    for im, ref in zip(arrs["image"], refs, strict=True)
+                ]
+            )
         return make_targets(arrs, s, t)
 
 
