@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -852,7 +852,11 @@ def lineage_from_labels(labels: np.ndarray) -> np.ndarray:
 
 def _presence(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All (id, frame) pairs present in a label movie, sorted by id then frame."""
-    per_frame = [_present_ids(frame) for frame in labels]
+    return _presence_of([_present_ids(frame) for frame in labels])
+
+
+def _presence_of(per_frame: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All (id, frame) pairs from the ids present in each frame, sorted by id then frame."""
     ids = np.concatenate([np.zeros(0, np.int64), *per_frame])
     ts = np.concatenate(
         [np.zeros(0, np.int64)] + [np.full(f.size, t, np.int64) for t, f in enumerate(per_frame)]
@@ -900,13 +904,33 @@ def consistent_tracks(
         Bad argument shapes/dtypes, a track with two lineage rows, or new ids beyond 65535.
     """
     labels = _as_label_movie(labels)
+    relabel, result = _consistency_plan([_present_ids(frame) for frame in labels], lineage)
+    out = labels.astype(np.uint16, copy=True)
+    for t, (old, new) in relabel.items():
+        out[t] = _relabel_frame(out[t], old, new)
+    return out, result
+
+
+def _relabel_frame(frame: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A uint16 frame with ids ``old`` replaced by ``new`` (other values kept)."""
+    lut = np.arange(int(frame.max()) + 1, dtype=np.uint16)
+    lut[old] = new
+    return lut[frame]
+
+
+def _consistency_plan(
+    per_frame: Sequence[np.ndarray], lineage: np.ndarray | None
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """What :func:`consistent_tracks` does, from the ids present in each frame only:
+    ``{frame: (old ids, new ids)}`` to relabel (later pieces of split tracks) and the
+    consistent lineage."""
     given = _as_lineage(lineage)
     if given.size and np.unique(given[:, 0]).size != len(given):
         raise ValueError("lineage: a track id is listed twice; expected unique ids")
-    out = labels.astype(np.uint16, copy=True)
-    ids_all, ts_all = _presence(labels)
+    ids_all, ts_all = _presence_of(per_frame)
+    relabel: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if ids_all.size == 0:
-        return out, _empty_lineage()
+        return relabel, _empty_lineage()
 
     # contiguous runs of (id, t)
     new_run = np.ones(ids_all.size, dtype=bool)
@@ -932,9 +956,7 @@ def consistent_tracks(
         later = np.flatnonzero(~is_first_piece)
         for t in np.unique(np.concatenate([ts_all[run_first[r] : run_last[r] + 1] for r in later])):
             in_t = later[(run_start[later] <= t) & (run_end[later] >= t)]
-            lut = np.arange(int(out[t].max()) + 1, dtype=np.uint16)
-            lut[run_old[in_t]] = run_new[in_t]
-            out[t] = lut[out[t]]
+            relabel[int(t)] = (run_old[in_t], run_new[in_t])
 
     parent = np.zeros_like(run_new)
     parent[~is_first_piece] = run_new[np.flatnonzero(~is_first_piece) - 1]
@@ -976,7 +998,7 @@ def consistent_tracks(
                 parent[r] = last_new[p]
     result = np.stack([run_new, run_start, run_end, parent], axis=1).astype(np.int64)
     result = result[np.argsort(result[:, 0], kind="stable")]
-    return out, result
+    return relabel, result
 
 
 # --------------------------------------------------------------------------------------------
@@ -1190,6 +1212,52 @@ def write_results(
         write_lineage(tmp / "res_track.txt", lineage)
     log.info("wrote %s frames, %s tracks to %s", labels.shape[0], len(lineage), res_dir)
     return labels, lineage
+
+
+def write_results_frames(
+    res_dir: PathLike,
+    frames: Callable[[], Iterable[np.ndarray]],
+    lineage: np.ndarray | None,
+    shape: Sequence[int],
+    ndigits: int | None = None,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """:func:`write_results` for a movie given one frame at a time: the same files, with one
+    frame in memory.
+
+    ``frames()`` must yield the ``shape[0]`` frames ``(Y, X)`` in order, the same each time it
+    is called: it is called twice, first for the ids present in every frame (the lineage
+    written must match the masks, see :func:`consistent_tracks`), then to write the masks.
+    The masks go to a temporary sibling folder that is renamed into place at the end, so a
+    result never looks complete before it is. Returns the lineage written.
+    """
+    n = int(shape[0])
+    nd = _resolve_digits(ndigits, n)
+    _check_target(Path(res_dir), overwrite)
+
+    def checked() -> Iterator[np.ndarray]:
+        count = 0
+        for frame in frames():
+            frame = _as_label_movie(frame, name=f"labels[{count}]")
+            if frame.shape[0] != 1 or frame.shape[1:] != tuple(shape[1:]):
+                raise ValueError(
+                    f"labels[{count}]: shape {np.shape(frame)[1:]}; expected {tuple(shape[1:])}"
+                )
+            yield frame[0]
+            count += 1
+        if count != n:
+            raise ValueError(f"labels: {count} frame(s); expected {n}")
+
+    relabel, result = _consistency_plan([_present_ids(f) for f in checked()], lineage)
+    with _atomic_folder(res_dir, overwrite) as tmp:
+        for t, frame in enumerate(checked()):
+            out = frame.astype(np.uint16, copy=True)
+            if t in relabel:
+                out = _relabel_frame(out, *relabel[t])
+            _write_mask(tmp / f"mask{t:0{nd}d}.tif", out)
+        write_lineage(tmp / "res_track.txt", result)
+    log.info("wrote %s frames, %s tracks to %s", n, len(result), res_dir)
+    return result
 
 
 def write_ground_truth(

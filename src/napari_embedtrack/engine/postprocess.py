@@ -27,13 +27,17 @@ modified. Every track stays a contiguous range of frames, as the CTC format requ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 from scipy import ndimage
 
+from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "StreamFinisher",
     "close_gaps",
     "drop_single_frame_tracks",
     "finish_tracks",
@@ -109,19 +113,27 @@ def merge_fragments(labels: np.ndarray, fragment_size: int) -> np.ndarray:
     return lut[labels].astype(labels.dtype)
 
 
+def _sizes_in(frame: np.ndarray, ids: list[int]) -> dict[int, int]:
+    """Area of every track of ``ids`` in one frame (0 if absent)."""
+    fg = frame[frame > 0].astype(np.int64)
+    counts = np.bincount(fg, minlength=max(ids) + 1) if fg.size else np.zeros(max(ids) + 1)
+    return {tid: int(counts[tid]) if tid < counts.size else 0 for tid in ids}
+
+
 def _first_sizes(labels: np.ndarray, lineage: np.ndarray) -> dict[int, int]:
     """Area of every track in its first frame."""
     out: dict[int, int] = {}
-    starts: dict[int, list[int]] = {}
-    for tid, start, _end, _parent in lineage.tolist():
-        starts.setdefault(start, []).append(tid)
-    for t, ids in starts.items():
-        frame = labels[t]
-        fg = frame[frame > 0].astype(np.int64)
-        counts = np.bincount(fg, minlength=max(ids) + 1) if fg.size else np.zeros(max(ids) + 1)
-        for tid in ids:
-            out[tid] = int(counts[tid]) if tid < counts.size else 0
+    for t, ids in _starts(lineage).items():
+        out.update(_sizes_in(labels[t], ids))
     return out
+
+
+def _starts(lineage: np.ndarray) -> dict[int, list[int]]:
+    """Track ids by first frame."""
+    starts: dict[int, list[int]] = {}
+    for tid, start, _end, _parent in np.asarray(lineage).tolist():
+        starts.setdefault(start, []).append(tid)
+    return starts
 
 
 def _apply(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -158,31 +170,14 @@ def _continue_track(table: dict[int, list[int]], keep: int, merged: int, parents
     del table[merged]
 
 
-def repair_divisions(
-    labels: np.ndarray, lineage: np.ndarray, min_daughter_size: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Undo implausible divisions (see the module docstring).
-
-    Divisions are visited in time order, so a daughter that continues its parent passes its
-    own later divisions on to the parent's id before they are checked.
-
-    Args:
-        labels: (T, Y, X) tracked labels (label = track id).
-        lineage: (N, 4) ``[id, start, end, parent]``.
-        min_daughter_size: smallest plausible daughter area in pixels at its first frame.
-
-    Returns:
-        (labels, lineage) with the larger daughter of every implausible division continuing
-        its parent's track.
-    """
-    labels = np.asarray(labels)
-    lineage = np.asarray(lineage)
-    table = _table(lineage)
-    size0 = _first_sizes(labels, lineage)
+def _repair_plan(
+    table: dict[int, list[int]], size0: dict[int, int], last: int, min_daughter_size: int
+) -> dict[int, int]:
+    """The division check on a lineage table (changed in place): returns the relabelling
+    (daughter -> parent) it needs. ``size0``: area of (at least) every track with a parent in
+    its first frame; ``last``: the movie's last frame index."""
     has_children = {v[2] for v in table.values() if v[2]}
     mapping: dict[int, int] = {}
-
-    last = labels.shape[0] - 1
 
     def plausible(d: int) -> bool:
         # a daughter born in the last frame cannot last longer: only its size counts
@@ -206,7 +201,48 @@ def repair_divisions(
             mapping[big] = parent
     if mapping:
         log.info("repaired %d implausible division(s)", len(mapping))
+    return mapping
+
+
+def repair_divisions(
+    labels: np.ndarray, lineage: np.ndarray, min_daughter_size: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Undo implausible divisions (see the module docstring).
+
+    Divisions are visited in time order, so a daughter that continues its parent passes its
+    own later divisions on to the parent's id before they are checked.
+
+    Args:
+        labels: (T, Y, X) tracked labels (label = track id).
+        lineage: (N, 4) ``[id, start, end, parent]``.
+        min_daughter_size: smallest plausible daughter area in pixels at its first frame.
+
+    Returns:
+        (labels, lineage) with the larger daughter of every implausible division continuing
+        its parent's track.
+    """
+    labels = np.asarray(labels)
+    lineage = np.asarray(lineage)
+    table = _table(lineage)
+    size0 = _first_sizes(labels, lineage)
+    mapping = _repair_plan(table, size0, labels.shape[0] - 1, min_daughter_size)
     return _apply(labels, mapping), _as_lineage(table)
+
+
+def _drop_plan(table: dict[int, list[int]], last: int) -> list[int]:
+    """Remove one-frame tracks without parent or children from a lineage table (in place);
+    returns their ids (see :func:`drop_single_frame_tracks`)."""
+    parents = {v[2] for v in table.values() if v[2]}
+    drop = [
+        k
+        for k, (s, e, p) in table.items()
+        if s == e and 0 < s < last and p == 0 and k not in parents
+    ]
+    for k in drop:
+        del table[k]
+    if drop:
+        log.info("dropped %d one-frame track(s) without parent or children", len(drop))
+    return drop
 
 
 def drop_single_frame_tracks(
@@ -219,17 +255,7 @@ def drop_single_frame_tracks(
     """
     labels = np.asarray(labels)
     table = _table(lineage)
-    parents = {v[2] for v in table.values() if v[2]}
-    last = labels.shape[0] - 1
-    drop = [
-        k
-        for k, (s, e, p) in table.items()
-        if s == e and 0 < s < last and p == 0 and k not in parents
-    ]
-    for k in drop:
-        del table[k]
-    if drop:
-        log.info("dropped %d one-frame track(s) without parent or children", len(drop))
+    drop = _drop_plan(table, labels.shape[0] - 1)
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
@@ -238,6 +264,50 @@ def _centroids(frame: np.ndarray, ids: list[int]) -> dict[int, np.ndarray]:
         return {}
     cms = ndimage.center_of_mass(np.ones(frame.shape), frame, ids)
     return {i: np.asarray(c) for i, c in zip(ids, cms, strict=True)}
+
+
+def _gap_step(
+    t: int,
+    before: np.ndarray,
+    frame: np.ndarray,
+    after: np.ndarray,
+    table: dict[int, list[int]],
+    parents: set[int],
+    gap_distance: float,
+) -> list[tuple[int, int, int]]:
+    """One frame of :func:`close_gaps`: join tracks ending at ``t - 1`` (frame ``before``) to
+    tracks starting at ``t + 1`` (frame ``after``); paints the moved masks into ``frame`` (frame
+    ``t``, changed in place) and updates ``table`` / ``parents``. Returns ``(a, b, end_b)``
+    per join: track ``b`` (frames ``t + 1 .. end_b``) is to be relabelled ``a``."""
+    ending = [k for k, (s, e, p) in table.items() if e == t - 1 and k not in parents]
+    starting = [k for k, (s, e, p) in table.items() if s == t + 1 and p == 0]
+    if not ending or not starting:
+        return []
+    ca = _centroids(before, ending)
+    cb = _centroids(after, starting)
+    cand = sorted(
+        (float(np.linalg.norm(ca[a] - cb[b])), a, b)
+        for a in ending
+        for b in starting
+        if np.linalg.norm(ca[a] - cb[b]) <= gap_distance
+    )
+    used_a, used_b = set(), set()
+    joins = []
+    for _dist, a, b in cand:
+        if a in used_a or b in used_b:
+            continue
+        used_a.add(a)
+        used_b.add(b)
+        shift = np.rint((cb[b] - ca[a]) / 2).astype(np.int64)  # once: the mask keeps its shape
+        ys, xs = np.nonzero(before == a)
+        ys, xs = ys + shift[0], xs + shift[1]
+        ok = (ys >= 0) & (ys < frame.shape[0]) & (xs >= 0) & (xs < frame.shape[1])
+        ys, xs = ys[ok], xs[ok]
+        free = frame[ys, xs] == 0
+        frame[ys[free], xs[free]] = a
+        joins.append((a, b, table[b][1]))
+        _continue_track(table, a, b, parents)
+    return joins
 
 
 def close_gaps(
@@ -253,36 +323,11 @@ def close_gaps(
     out = labels.copy()
     n_closed = 0
     for t in range(1, labels.shape[0] - 1):
-        ending = [k for k, (s, e, p) in table.items() if e == t - 1 and k not in parents]
-        starting = [k for k, (s, e, p) in table.items() if s == t + 1 and p == 0]
-        if not ending or not starting:
-            continue
-        ca = _centroids(out[t - 1], ending)
-        cb = _centroids(out[t + 1], starting)
-        cand = sorted(
-            (float(np.linalg.norm(ca[a] - cb[b])), a, b)
-            for a in ending
-            for b in starting
-            if np.linalg.norm(ca[a] - cb[b]) <= gap_distance
-        )
-        used_a, used_b = set(), set()
-        for _dist, a, b in cand:
-            if a in used_a or b in used_b:
-                continue
-            used_a.add(a)
-            used_b.add(b)
-            shift = np.rint((cb[b] - ca[a]) / 2).astype(np.int64)  # once: the mask keeps its shape
-            ys, xs = np.nonzero(out[t - 1] == a)
-            ys, xs = ys + shift[0], xs + shift[1]
-            ok = (ys >= 0) & (ys < out.shape[1]) & (xs >= 0) & (xs < out.shape[2])
-            ys, xs = ys[ok], xs[ok]
-            free = out[t, ys, xs] == 0
-            out[t, ys[free], xs[free]] = a
-            # b continues a
-            later = out[t + 1 : table[b][1] + 1]  # b's own frames only (a view)
+        joins = _gap_step(t, out[t - 1], out[t], out[t + 1], table, parents, gap_distance)
+        for a, b, end_b in joins:
+            later = out[t + 1 : end_b + 1]  # b's own frames only (a view)
             later[later == b] = a
-            _continue_track(table, a, b, parents)
-            n_closed += 1
+        n_closed += len(joins)
     if n_closed:
         log.info("closed %d one-frame gap(s)", n_closed)
     return out, _as_lineage(table)
@@ -301,3 +346,119 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
     if params.drop_single:
         labels, lineage = drop_single_frame_tracks(labels, lineage)
     return labels, lineage
+
+
+class StreamFinisher:
+    """:func:`finish_tracks` for a movie read one frame at a time: the same result (masks and
+    lineage), with a few frames in memory instead of the whole movie.
+
+    The rules look one or two frames ahead and behind, so the work is split into passes over
+    the tracked frames as :meth:`~.link.Linker.add` returned them (``read_frame(t)``, e.g.
+    from a run's checkpoint): :meth:`plan` reads the frames where daughters start (their
+    areas decide the division check), then every frame once for the gap closing (a window of
+    three frames), and fixes the final lineage; :meth:`frames` then yields the finished
+    frames in order (the gap closing is replayed on a window of three frames, the division
+    and one-frame-track relabelling applied frame by frame). :meth:`frames` may be iterated
+    several times (each time re-reading the frames).
+
+    Args:
+        lineage: (N, 4) the linker's lineage ``[id, start, end, parent]``.
+        params: a :class:`.cluster.ClusterParams` (the clean-up settings).
+        n_frames: frames tracked (``read_frame`` takes 0 .. n_frames - 1).
+        read_frame: frame ``t`` as tracked (uint32 track ids); must not be changed by the
+            caller while the finisher works (a copy is made before any change).
+    """
+
+    def __init__(
+        self,
+        lineage: np.ndarray,
+        params,
+        n_frames: int,
+        read_frame: Callable[[int], np.ndarray],
+    ) -> None:
+        self.params = params
+        self.n_frames = int(n_frames)
+        self._read = read_frame
+        self._given = np.asarray(lineage)
+        self._repair: dict[int, int] = {}
+        self._drop: list[int] = []
+        self._after_repair: dict[int, list[int]] | None = None
+        self.lineage: np.ndarray | None = None
+
+    @property
+    def _gaps(self) -> bool:
+        return self.params.gap_distance > 0 and self.n_frames >= 3
+
+    def plan(self) -> Generator[Progress, None, np.ndarray]:
+        """Decide every rule (reads frames; yields Progress per frame read); returns the final
+        lineage (also in :attr:`lineage`)."""
+        n, params = self.n_frames, self.params
+        table = _table(self._given)
+        if n == 0:
+            self.lineage = self._given
+            self._after_repair = table
+            return self.lineage
+        if params.min_daughter_size >= 0:
+            starts = _starts(self._given)
+            with_parent = sorted({v[0] for v in table.values() if v[2]})
+            size0: dict[int, int] = {}
+            for i, t in enumerate(with_parent):
+                size0.update(_sizes_in(np.asarray(self._read(t)), starts[t]))
+                yield Progress(i + 1, len(with_parent), "clean-up: divisions", {"frame": t})
+            self._repair = _repair_plan(table, size0, n - 1, params.min_daughter_size)
+        self._after_repair = {k: list(v) for k, v in table.items()}
+        if self._gaps:
+            for t, _frame in enumerate(self._gap_frames(table)):
+                yield Progress(t + 1, n, "clean-up: one-frame gaps", {"frame": t})
+        if params.drop_single:
+            self._drop = _drop_plan(table, n - 1)
+        self.lineage = _as_lineage(table)
+        return self.lineage
+
+    def _repaired(self, t: int) -> np.ndarray:
+        frame = np.asarray(self._read(t))
+        if self.params.min_daughter_size >= 0:
+            return _apply(frame, self._repair)
+        return frame.copy() if self._gaps else frame
+
+    def _gap_frames(self, table: dict[int, list[int]]) -> Iterator[np.ndarray]:
+        """:func:`close_gaps` over the repaired frames, ``table`` changed in place; yields each
+        frame once no later step changes it."""
+        n, distance = self.n_frames, self.params.gap_distance
+        parents = {v[2] for v in table.values() if v[2]}
+        later: dict[int, int] = {}  # b -> a for the frames not read yet
+        window: dict[int, np.ndarray] = {}
+        n_closed = 0
+        for t_in in range(n):
+            frame = self._repaired(t_in)
+            if later:
+                frame = _apply(frame, later)
+            window[t_in] = frame
+            t = t_in - 1
+            if t >= 1:
+                joins = _gap_step(
+                    t, window[t - 1], window[t], window[t_in], table, parents, distance
+                )
+                for a, b, _end in joins:
+                    frame[frame == b] = a
+                    later[b] = a
+                n_closed += len(joins)
+            if t >= 0:
+                yield window[t]
+            window.pop(t - 1, None)
+        if n_closed:
+            log.info("closed %d one-frame gap(s)", n_closed)
+        yield window[n - 1]
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The finished frames 0 .. n_frames - 1 (uint32, label = track id), after :meth:`plan`."""
+        if self._after_repair is None:
+            raise RuntimeError("StreamFinisher.frames() before plan()")
+        if self._gaps:
+            table = {k: list(v) for k, v in self._after_repair.items()}
+            source = self._gap_frames(table)
+        else:
+            source = (self._repaired(t) for t in range(self.n_frames))
+        drop = dict.fromkeys(self._drop, 0)
+        for frame in source:
+            yield _apply(frame, drop) if drop else frame
