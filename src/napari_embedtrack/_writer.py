@@ -86,5 +86,14 @@ def write_geff_store(path: str, layer_data: list[tuple]) -> list[str]:
     from .io import geff
 
     labels, lineage = _labels_and_lineage(layer_data, "GEFF")
-    geff.write_geff(path, labels, lineage, overwrite=geff.find_geff_group(path) is not None)
+    tracks = [(d, meta) for d, meta, kind in layer_data if kind == "tracks"]
+    node_props, edge_props = (  # confidence of the review widget (issue #17), if computed
+        geff.props_from_tracks(labels, lineage, tracks[0][0], tracks[0][1].get("properties"))
+        if tracks
+        else (None, None)
+    )
+    geff.write_geff(
+        path, labels, lineage, node_props=node_props, edge_props=edge_props,
+        overwrite=geff.find_geff_group(path) is not None,
+    )  # fmt: skip
     return [str(path)]

@@ -23,9 +23,16 @@ Node properties (always): ``t`` (frame), ``y``, ``x`` (pixel centroid), ``track_
 track id = label value), ``seg_id`` (= ``track_id``), ``lineage_id`` (track id of the oldest
 ancestor), ``area`` (pixels). Edge properties (always): ``division`` (True for a parent ->
 daughter link of a parent with two or more daughters, False for links of one cell over time).
-Extra per-node / per-edge properties (e.g. the confidence scores of issue #17, to be added
-there) are passed as ``node_props`` / ``edge_props``, aligned with
-:func:`tracking_graph`'s node and edge order.
+Extra per-node / per-edge properties are passed as ``node_props`` / ``edge_props``, aligned
+with :func:`tracking_graph`'s node and edge order; :func:`values_per_node` aligns values
+given per (track id, frame), e.g. a Tracks layer's properties.
+
+Confidence (issue #17, :mod:`napari_embedtrack.engine.confidence`): :func:`confidence_props`
+makes node property ``confidence`` (the cell's confidence, the lower of its own and that of
+the link to its predecessor) and edge property ``confidence`` (the link's: an edge's target
+cell's link confidence; for a division edge the lower of that and the division's). The
+napari writer writes them when the Tracks layer has ``confidence`` (and
+``link_confidence``) properties, as the review widget sets them.
 """
 
 from __future__ import annotations
@@ -176,6 +183,100 @@ def tracking_graph(labels: np.ndarray, lineage: np.ndarray | None = None) -> Tra
         "division": div_a[order],
     }
     return TrackingGraph(out, lin, nodes, edges)
+
+
+def values_per_node(
+    labels: np.ndarray, track_ids, frames, values, graph: TrackingGraph | None = None
+) -> np.ma.MaskedArray:
+    """Values given per (track id, frame) of ``labels`` -> one per node of
+    ``tracking_graph(labels, ...)``, masked where none was given (NaN counts as none).
+
+    Nodes are matched by frame and the label value in the given ``labels`` (a time gap split
+    by :func:`ctc.consistent_tracks` keeps its nodes' given label), so values computed on
+    the labels as they are line up with the graph written from them.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    key_of = ctc.MAX_LABEL + 1
+    node_keys = [
+        t * key_of + np.unique(frame[frame > 0]).astype(np.int64) for t, frame in enumerate(labels)
+    ]
+    node_key = np.concatenate([np.zeros(0, np.int64), *node_keys])
+    if graph is not None and len(graph.nodes["node_id"]) != node_key.size:
+        raise ValueError(
+            f"labels have {node_key.size} cells but the graph {len(graph.nodes['node_id'])} "
+            "nodes; expected the labels the graph was made from"
+        )
+    values = np.asarray(values, np.float64).ravel()
+    key = np.asarray(frames, np.int64).ravel() * key_of + np.asarray(track_ids, np.int64).ravel()
+    if key.size != values.size:
+        raise ValueError(f"{key.size} (track id, frame) pairs but {values.size} values")
+    out = np.full(node_key.size, np.nan)
+    if key.size and node_key.size:
+        order = np.argsort(key, kind="stable")
+        pos = np.searchsorted(key, node_key, sorter=order).clip(0, key.size - 1)
+        hit = key[order[pos]] == node_key
+        out[hit] = values[order[pos[hit]]]
+    return np.ma.masked_invalid(out)
+
+
+def confidence_props(
+    graph: TrackingGraph, node_confidence, link_confidence=None, division_confidence=None
+) -> tuple[dict[str, np.ma.MaskedArray], dict[str, np.ma.MaskedArray]]:
+    """Node and edge property ``confidence`` for :func:`write_geff`.
+
+    Args:
+        graph: :func:`tracking_graph` of the result.
+        node_confidence: one value per node (NaN / masked: unknown).
+        link_confidence: per node, the confidence of the link into it (the edge whose target
+            it is); None: no edge property.
+        division_confidence: ``{parent track id: confidence}`` (in the graph's track ids);
+            a division edge gets the lower of its link's and its division's confidence.
+
+    Returns:
+        ``({"confidence": per node}, {"confidence": per edge})`` (the edge dict empty
+        without ``link_confidence``).
+    """
+    n = len(graph.nodes["node_id"])
+    node = np.ma.masked_invalid(np.ma.filled(np.ma.asarray(node_confidence, float), np.nan))
+    if node.shape != (n,):
+        raise ValueError(f"node_confidence: shape {node.shape}; expected one value per node ({n})")
+    if link_confidence is None:
+        return {"confidence": node}, {}
+    link = np.ma.filled(np.ma.asarray(link_confidence, float), np.nan)
+    if link.shape != (n,):
+        raise ValueError(f"link_confidence: shape {link.shape}; expected one value per node ({n})")
+    src = graph.edges["source"].astype(np.int64)
+    dst = graph.edges["target"].astype(np.int64)
+    edge = link[dst].copy()
+    if division_confidence:
+        div = np.asarray(graph.edges["division"], bool)
+        parent = graph.nodes["track_id"][src]
+        for k in np.flatnonzero(div).tolist():
+            c = division_confidence.get(int(parent[k]))
+            if c is not None:
+                edge[k] = np.nanmin([edge[k], c])
+    return {"confidence": node}, {"confidence": np.ma.masked_invalid(edge)}
+
+
+def props_from_tracks(
+    labels: np.ndarray, lineage: np.ndarray | None, data, properties
+) -> tuple[dict | None, dict | None]:
+    """GEFF ``confidence`` properties from a napari Tracks layer's data (rows ``[track_id,
+    t, y, x]``) and its ``confidence`` / ``link_confidence`` properties (one per row);
+    ``(None, None)`` when it has no ``confidence``."""
+    properties = properties or {}
+    if "confidence" not in properties or data is None or not len(data):
+        return None, None
+    data = np.asarray(data)
+    graph = tracking_graph(labels, lineage)
+    ids, ts = data[:, 0], data[:, 1]
+    node = values_per_node(labels, ids, ts, properties["confidence"], graph)
+    link = None
+    if "link_confidence" in properties:
+        link = values_per_node(labels, ids, ts, properties["link_confidence"], graph)
+    return confidence_props(graph, node, link)
 
 
 def _extra_props(props, n: int, builtin: tuple[str, ...], what: str) -> dict[str, dict]:
