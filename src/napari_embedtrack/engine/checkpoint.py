@@ -97,28 +97,32 @@ class RunCheckpoint:
                 "resuming)"
             )
 
-    def load(self) -> tuple[list[np.ndarray], dict | None]:
-        """The finished frames' tracked labels and the linker state after the last of them.
+    def load(self) -> tuple[int, np.ndarray | None, dict | None]:
+        """Frames finished, the last one's tracked labels (None if none) and the linker state
+        after it; the other frames stay on disk (:meth:`read_frame`).
 
         Raises
         ------
         CheckpointMismatch
-            if the folder holds another run; ValueError if a frame file is missing.
+            if the folder holds another run; ValueError if the last frame is unreadable.
         """
         self.check()
         try:
             state = json.loads((self.folder / "state.json").read_text())
         except (OSError, ValueError):
-            return [], None
-        frames = []
-        for t in range(int(state["frames_done"])):
-            path = self.folder / f"frame_{t:06d}.npz"
-            try:
-                with np.load(path) as data:
-                    frames.append(data["labels"])
-            except (OSError, KeyError, ValueError) as e:
-                raise ValueError(f"{path}: unreadable finished frame ({e})") from None
-        return frames, state["linker"]
+            return 0, None, None
+        done = int(state["frames_done"])
+        last = self.read_frame(done - 1) if done else None
+        return done, last, state["linker"]
+
+    def read_frame(self, t: int) -> np.ndarray:
+        """Tracked labels of finished frame ``t`` (before the track clean-up)."""
+        path = self.folder / f"frame_{t:06d}.npz"
+        try:
+            with np.load(path) as data:
+                return data["labels"]
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: unreadable finished frame ({e})") from None
 
     # ----------------------------------------------------------------- writing
     def start(self) -> None:

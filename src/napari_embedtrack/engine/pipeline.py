@@ -1,15 +1,29 @@
 """Segment and track a movie: network outputs -> clustering -> linking, frame by frame.
 
-This is the one entry point the CLI and the widgets use. It is a generator that yields a
-:class:`~.progress.Progress` per frame and returns a :class:`TrackingResult`; stopping early
-(``should_stop``) returns a consistent result for the frames done so far.
+Two stages, both streaming (memory flat in the movie's length, issue #16):
+
+1. :func:`track_frames`: per frame, the network (:func:`~.predict.iter_outputs`, reading the
+   movie one frame at a time), clustering and the linker; the tracked frames go to a frame
+   store (a run's :class:`~.checkpoint.RunCheckpoint` on disk, or memory), the network
+   outputs, when kept, to an outputs sink (a list, or an on-disk
+   :class:`~napari_embedtrack.io.zarr_store.OutputStore`). Returns :class:`RawTracks`.
+   The network and clustering of a frame need nothing from other frames but the previous
+   frame's encoder features; only the linker is sequential.
+2. :class:`~.postprocess.StreamFinisher` (``RawTracks.finisher()``): the track clean-up
+   over the stored frames, a few frames at a time; its ``frames()`` feed a writer
+   (:func:`napari_embedtrack.ctc.write_results_frames`, a zarr array) or a stack.
+
+:func:`track_movie` runs both and returns the labels in memory (:class:`TrackingResult`); the
+CLI writes the finished frames straight into the result folder. Both are generators that
+yield :class:`~.progress.Progress` and return their result; stopping early
+(``should_stop``) gives a consistent result for the frames done so far.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +31,12 @@ import numpy as np
 
 from .checkpoint import RunCheckpoint
 from .cluster import ClusterParams, cluster
-from .link import Linker, iter_cluster_and_link
+from .link import Linker
 from .modelfile import LoadedModel, ModelCard, load_model
 from .outputs import FrameOutput
-from .postprocess import finish_tracks
+from .postprocess import StreamFinisher
 from .predict import CPU_BATCH_BYTES, JOB_BYTES_PER_PIXEL, iter_outputs, resolve_device
-from .progress import Progress
+from .progress import Progress, run
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +127,11 @@ def available_memory() -> int | None:
 
 
 def memory_needed(
-    shape: tuple[int, ...], *, keep_outputs: bool = False, movie_itemsize: int = 0
+    shape: tuple[int, ...],
+    *,
+    keep_outputs: bool = False,
+    movie_itemsize: int = 0,
+    in_memory: bool = True,
 ) -> int:
     """Estimated bytes of memory tracking a ``(T, Y, X)`` movie needs beyond what is already
     in use: ``movie_itemsize`` bytes per pixel for a movie not read yet (0: it is in memory
@@ -121,11 +139,15 @@ def memory_needed(
     ``keep_outputs``) per pixel of the movie, :data:`FRAME_BYTES_PER_PIXEL` per pixel of
     one frame, and the network's activations for one frame
     (:data:`~napari_embedtrack.engine.predict.JOB_BYTES_PER_PIXEL` per pixel, at most
-    :data:`~napari_embedtrack.engine.predict.CPU_BATCH_BYTES`: larger frames are tiled)."""
+    :data:`~napari_embedtrack.engine.predict.CPU_BATCH_BYTES`: larger frames are tiled).
+    ``in_memory=False``: a streaming run (frames read, tracked and written one at a time,
+    outputs on disk): only the one-frame terms count."""
     t, y, x = (int(n) for n in shape)
     per_pixel = (
         movie_itemsize + MOVIE_BYTES_PER_PIXEL + (OUTPUT_BYTES_PER_PIXEL if keep_outputs else 0)
     )
+    if not in_memory:
+        per_pixel = 0
     network = min(y * x * JOB_BYTES_PER_PIXEL, CPU_BATCH_BYTES)
     return t * y * x * per_pixel + y * x * FRAME_BYTES_PER_PIXEL + network
 
@@ -135,17 +157,23 @@ def _gib(n: float) -> str:
 
 
 def check_memory(
-    shape: tuple[int, ...], *, keep_outputs: bool = False, movie_itemsize: int = 0, extra: int = 0
+    shape: tuple[int, ...],
+    *,
+    keep_outputs: bool = False,
+    movie_itemsize: int = 0,
+    extra: int = 0,
+    in_memory: bool = True,
 ) -> None:
     """Raise ValueError, before any work, when tracking a ``(T, Y, X)`` movie needs more
     memory (:func:`memory_needed` + ``extra`` bytes) than is available
     (:func:`available_memory`; nothing is checked where that is unknown)."""
     free = available_memory()
-    need = memory_needed(shape, keep_outputs=keep_outputs, movie_itemsize=movie_itemsize) + extra
+    kw = {"keep_outputs": keep_outputs, "movie_itemsize": movie_itemsize, "in_memory": in_memory}
+    need = memory_needed(shape, **kw) + extra
     if free is None or need <= free:
         return
     t, y, x = (int(n) for n in shape)
-    one = memory_needed((1, y, x), keep_outputs=keep_outputs, movie_itemsize=movie_itemsize)
+    one = memory_needed((1, y, x), **kw)
     what = (
         "crop or bin the frames"
         if one > free
@@ -157,7 +185,9 @@ def check_memory(
     )
 
 
-def check_movie(movie: np.ndarray, *, keep_outputs: bool = False) -> np.ndarray:
+def check_movie(
+    movie: np.ndarray, *, keep_outputs: bool = False, in_memory: bool = True
+) -> np.ndarray:
     """The movie as a ``(T, Y, X)`` array (a 2-D image gets T = 1), checked before any work.
 
     Raises ValueError (one line: what is wrong and what was expected) for a wrong number of
@@ -183,7 +213,7 @@ def check_movie(movie: np.ndarray, *, keep_outputs: bool = False) -> np.ndarray:
         )
     if not (np.issubdtype(movie.dtype, np.integer) or np.issubdtype(movie.dtype, np.floating)):
         raise ValueError(f"expected integer or float pixels, got dtype {movie.dtype}")
-    check_memory(movie.shape, keep_outputs=keep_outputs)
+    check_memory(movie.shape, keep_outputs=keep_outputs, in_memory=in_memory)
     if np.issubdtype(movie.dtype, np.floating) and type(movie) is np.ndarray:
         for t in range(movie.shape[0]):
             if not np.isfinite(movie[t]).all():
@@ -193,44 +223,109 @@ def check_movie(movie: np.ndarray, *, keep_outputs: bool = False) -> np.ndarray:
     return movie
 
 
-def track_movie(
-    movie: np.ndarray,
+def scan_movie(movie, where: str = "") -> Generator[Progress, None, tuple[float, float]]:
+    """Read a (T, Y, X) movie once, frame by frame: its lowest and highest pixel; raises
+    ValueError at the first frame with NaN or infinite pixels (``where`` prefixes the
+    message, e.g. the file). For checks before the work on movies not held in memory."""
+    low, high = math.inf, -math.inf
+    n = movie.shape[0]
+    for t in range(n):
+        frame = np.asarray(movie[t])
+        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise ValueError(
+                f"{where}frame {t} contains NaN or infinite pixels; replace them before prediction"
+            )
+        if frame.size:
+            low, high = min(low, frame.min().item()), max(high, frame.max().item())
+        yield Progress(t + 1, n, "checking the movie", {"frame": t})
+    return low, high
+
+
+_NO_OUTPUTS = (
+    "cannot resume a run that keeps the network outputs (the finished frames' outputs were "
+    "not stored); run it again from the start"
+)
+
+
+class _MemoryFrames:
+    """Tracked frames kept in memory (runs without a checkpoint)."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def save_frame(self, t: int, tracked: np.ndarray, _state) -> None:
+        del self.frames[t:]
+        self.frames.append(tracked)
+
+    def read_frame(self, t: int) -> np.ndarray:
+        return self.frames[t]
+
+
+@dataclass
+class RawTracks:
+    """What :func:`track_frames` leaves: the frames as the linker tracked them (in a frame
+    store), its lineage, and the network outputs if kept.
+
+    Attributes:
+        lineage: (N, 4) the linker's lineage (before the clean-up).
+        n_frames: frames done.
+        frame_shape: (Y, X).
+        complete: False if stopped before the last frame.
+        params: the clustering and clean-up settings.
+        read_frame: frame index -> tracked (Y, X) uint32 labels.
+        outputs: the network outputs kept (a list or an outputs store), or empty.
+    """
+
+    lineage: np.ndarray
+    n_frames: int
+    frame_shape: tuple[int, int]
+    complete: bool
+    params: ClusterParams
+    read_frame: Callable[[int], np.ndarray]
+    outputs: Sequence[FrameOutput] = field(default_factory=list)
+
+    def finisher(self) -> StreamFinisher:
+        """The track clean-up over these frames (call ``plan()`` then ``frames()``)."""
+        return StreamFinisher(self.lineage, self.params, self.n_frames, self.read_frame)
+
+
+def track_frames(
+    movie,
     model: LoadedModel | str,
     *,
     tta: bool | None = None,
     device: str = "auto",
     params: ClusterParams | None = None,
-    keep_outputs: bool = True,
+    outputs=None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint: RunCheckpoint | None = None,
     resume: bool = False,
-) -> Generator[Progress, None, TrackingResult]:
-    """Segment and track a movie with a model, one frame at a time.
+    in_memory: bool | None = None,
+) -> Generator[Progress, None, RawTracks]:
+    """Network, clustering and linking of a movie, frame by frame (stage 1 of the module doc).
 
     Args:
-        movie: (T, Y, X) or (Y, X) integer or float frames (NaN/inf raise ValueError).
-        model: a loaded model, or a model name / folder.
-        tta: test-time augmentation (8 flips/rotations; about 8x slower); None: the model
-            card's default.
-        device: auto, cpu, cuda or mps.
-        params: clustering settings; default from the model card.
-        keep_outputs: keep the per-frame network outputs in the result.
-        should_stop: polled after every frame; True stops and returns the frames done.
-        checkpoint: write every finished frame (tracked labels before the clean-up, linker
-            state) to this checkpoint folder (see :mod:`.checkpoint`); the caller removes it
-            once the result is safe.
-        resume: continue the run recorded in ``checkpoint`` after its last finished frame
-            (the result equals an uninterrupted run's). Not with ``keep_outputs`` (the
-            finished frames' outputs are not stored). Raises
-            :class:`~.checkpoint.CheckpointMismatch` if the checkpoint is of another run.
-
-    Yields:
-        Progress per frame, ``info = {"frame": t, "n_cells": n}``.
+        movie: (T, Y, X) or (Y, X) frames: a numpy array, a memory map, or any lazy array
+            read one frame at a time (``movie[t]``: dask, zarr,
+            :class:`~napari_embedtrack.io.movies.LazyMovie`).
+        model, tta, device, params, should_stop: as for :func:`track_movie`.
+        outputs: where the network outputs go: None (not kept), a list (appended to), or a
+            store with ``put(t, FrameOutput)`` and ``frames_written``
+            (:class:`~napari_embedtrack.io.zarr_store.OutputStore`).
+        checkpoint: the frame store: every tracked frame and the linker state go there as
+            soon as the frame is done (resume, and flat memory); None: frames kept in memory.
+        resume: continue the run in ``checkpoint`` after its last finished frame (with an
+            outputs store only if it holds the finished frames' outputs).
+        in_memory: for the memory check before the work: whether the frames stay in memory
+            (default: without a checkpoint).
 
     Returns:
-        TrackingResult.
+        RawTracks.
     """
-    movie = check_movie(movie, keep_outputs=keep_outputs)
+    keep = outputs is not None
+    if in_memory is None:
+        in_memory = checkpoint is None
+    movie = check_movie(movie, keep_outputs=isinstance(outputs, list), in_memory=in_memory)
     dev = resolve_device(device)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=dev)
@@ -239,22 +334,21 @@ def track_movie(
         tta = model.card.tta
     n = movie.shape[0]
     linker = Linker()
-    tracked, outputs = [], []
+    store = checkpoint if checkpoint is not None else _MemoryFrames()
+    done, last = 0, None
     if resume:
         if checkpoint is None:
             raise ValueError("resume needs the checkpoint of the interrupted run")
-        if keep_outputs:
-            raise ValueError(
-                "cannot resume a run that keeps the network outputs (the finished frames' "
-                "outputs were not stored); run it again from the start"
-            )
-        tracked, state = checkpoint.load()
-        tracked = tracked[:n]
-        if tracked:
-            linker = Linker.restore(state, tracked[-1])
+        if isinstance(outputs, list):
+            raise ValueError(_NO_OUTPUTS)
+        done, last, state = checkpoint.load()
+        done = min(done, n)
+        if done and keep and getattr(outputs, "frames_written", 0) < done:
+            raise ValueError(_NO_OUTPUTS)
+        if done:
+            linker = Linker.restore(state, last)
     elif checkpoint is not None:
         checkpoint.start()
-    done = len(tracked)
     first = max(done - 1, 0)  # the network re-runs the last finished frame for its features
     complete = True
     what = f"tracking {n} frame(s) on {dev}"
@@ -275,16 +369,20 @@ def track_movie(
         if done < n
         else iter(())
     )
+    n_done = done
     try:
         for t, out in enumerate(frames, start=first):
             if t < done:
                 continue  # the last finished frame: its features are now in the network
             labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
-            tracked.append(linker.add(labels, out.track_offsets if t > 0 else None))
-            if checkpoint is not None:
-                checkpoint.save_frame(t, tracked[-1], linker.state())
-            if keep_outputs:
+            tracked = linker.add(labels, out.track_offsets if t > 0 else None)
+            if isinstance(outputs, list):
                 outputs.append(out)
+            elif keep:
+                outputs.put(t, out)  # before the checkpoint counts the frame as done
+            store.save_frame(t, tracked, linker.state())
+            n_done = t + 1
+            del out, tracked
             n_cells = int(labels.max())
             yield Progress(
                 t + 1, n, f"frame {t + 1}/{n}: {n_cells} cells", {"frame": t, "n_cells": n_cells}
@@ -296,14 +394,115 @@ def track_movie(
         close = getattr(frames, "close", None)
         if close is not None:
             close()
-    labels = np.stack(tracked) if tracked else np.zeros((0, *movie.shape[1:]), np.uint32)
-    labels, lineage = finish_tracks(labels, linker.lineage, params)
-    return TrackingResult(labels, lineage, outputs, complete, params)
+    return RawTracks(
+        lineage=linker.lineage,
+        n_frames=n_done,
+        frame_shape=tuple(movie.shape[1:]),
+        complete=complete,
+        params=params,
+        read_frame=store.read_frame,
+        outputs=outputs if keep else [],
+    )
+
+
+def finish_frames(raw: RawTracks) -> tuple[np.ndarray, np.ndarray]:
+    """The track clean-up of :func:`track_frames`' frames, stacked in memory: (labels,
+    lineage). It reads the stored frames a few at a time and yields no progress (it takes
+    a small fraction of the network's time)."""
+    finisher = raw.finisher()
+    lineage = run(finisher.plan())
+    labels = np.zeros((raw.n_frames, *raw.frame_shape), np.uint32)
+    for t, frame in enumerate(finisher.frames()):
+        labels[t] = frame
+    return labels, lineage
+
+
+def track_movie(
+    movie: np.ndarray,
+    model: LoadedModel | str,
+    *,
+    tta: bool | None = None,
+    device: str = "auto",
+    params: ClusterParams | None = None,
+    keep_outputs: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint: RunCheckpoint | None = None,
+    resume: bool = False,
+    outputs=None,
+) -> Generator[Progress, None, TrackingResult]:
+    """Segment and track a movie with a model, one frame at a time; the labels are returned
+    in memory (see :func:`track_frames` and the module doc for the streaming stages).
+
+    Args:
+        movie: (T, Y, X) or (Y, X) integer or float frames (NaN/inf raise ValueError); a
+            numpy array, memory map or lazy array (read one frame at a time).
+        model: a loaded model, or a model name / folder.
+        tta: test-time augmentation (8 flips/rotations; about 8x slower); None: the model
+            card's default.
+        device: auto, cpu, cuda or mps.
+        params: clustering settings; default from the model card.
+        keep_outputs: keep the per-frame network outputs in the result (in memory, as a list,
+            unless ``outputs`` names a store).
+        should_stop: polled after every frame; True stops and returns the frames done.
+        checkpoint: write every finished frame (tracked labels before the clean-up, linker
+            state) to this checkpoint folder (see :mod:`.checkpoint`); the caller removes it
+            once the result is safe.
+        resume: continue the run recorded in ``checkpoint`` after its last finished frame
+            (the result equals an uninterrupted run's). Not with outputs kept in memory (the
+            finished frames' outputs are not stored); with an outputs store that holds them.
+            Raises :class:`~.checkpoint.CheckpointMismatch` if the checkpoint is of another
+            run.
+        outputs: an outputs store (``put(t, FrameOutput)``, e.g.
+            :class:`~napari_embedtrack.io.zarr_store.OutputStore`) for the network outputs
+            instead of a list in memory (implies ``keep_outputs``).
+
+    Yields:
+        Progress per frame, ``info = {"frame": t, "n_cells": n}``.
+
+    Returns:
+        TrackingResult.
+    """
+    if outputs is None and keep_outputs:
+        outputs = []
+    raw = yield from track_frames(
+        movie,
+        model,
+        tta=tta,
+        device=device,
+        params=params,
+        outputs=outputs,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        resume=resume,
+        in_memory=True,
+    )
+    labels, lineage = finish_frames(raw)
+    return TrackingResult(labels, lineage, raw.outputs, raw.complete, raw.params)
 
 
 def retrack(
-    outputs: list[FrameOutput], params: ClusterParams
+    outputs: Sequence[FrameOutput], params: ClusterParams
 ) -> Generator[Progress, None, TrackingResult]:
-    """Re-cluster and re-link from stored network outputs (no network run)."""
-    labels, lineage = yield from iter_cluster_and_link(outputs, params)
-    return TrackingResult(labels, lineage, list(outputs), True, params)
+    """Re-cluster and re-link from stored network outputs (no network run): a list or an
+    outputs store, read one frame at a time."""
+    n = len(outputs)
+    if n == 0:
+        raise ValueError("outputs is empty: need at least one frame")
+    linker = Linker()
+    store = _MemoryFrames()
+    shape = None
+    for t in range(n):
+        out = outputs[t]
+        if shape is None:
+            shape = out.shape
+        elif out.shape != shape:
+            raise ValueError(f"outputs[{t}] has shape {out.shape}, expected {shape}")
+        labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
+        store.save_frame(t, linker.add(labels, out.track_offsets if t > 0 else None), None)
+        n_cells = int(labels.max())
+        yield Progress(
+            t + 1, n, f"clustered and linked frame {t + 1}/{n}", {"frame": t, "n_cells": n_cells}
+        )
+    raw = RawTracks(linker.lineage, n, shape, True, params, store.read_frame, outputs)
+    labels, lineage = finish_frames(raw)
+    return TrackingResult(labels, lineage, outputs, True, params)
