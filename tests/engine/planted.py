@@ -28,13 +28,25 @@ from napari_embedtrack.engine.link import link_movie
 from napari_embedtrack.engine.outputs import FrameOutput
 from napari_embedtrack.synthetic import make_movie
 
-from .oracle import ideal_outputs, lineage_from_labels
+try:
+    from .oracle import ideal_outputs, lineage_from_labels
+except ImportError:  # loaded from its file (widget tests, docs/make_screenshots.py)
+    import importlib.util
+    from pathlib import Path
+
+    _spec = importlib.util.spec_from_file_location(
+        "embedtrack_test_oracle", Path(__file__).with_name("oracle.py")
+    )
+    _oracle = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_oracle)
+    ideal_outputs, lineage_from_labels = _oracle.ideal_outputs, _oracle.lineage_from_labels
 
 G = 1.0 / 255.0
 
 
 @dataclass
 class Planted:
+    image: np.ndarray  # (T, Y, X) the movie
     labels: np.ndarray  # (T, Y, X) tracked result with the errors
     lineage: np.ndarray
     outputs: list[FrameOutput]  # near-ideal outputs of the true movie
@@ -144,4 +156,4 @@ def planted_movie(seed: int = 3, frames=(3, 6, 8, 5)) -> Planted:
     fy, fx = _centroid(truth[t_div], f)
     errors.append(("false division", t_div, (ey + fy) / 2, (ex + fx) / 2))
     lineage = lineage_from_labels(labels, parents)
-    return Planted(labels, lineage, outputs, truth, lin, errors)
+    return Planted(movie.image, labels, lineage, outputs, truth, lin, errors)
