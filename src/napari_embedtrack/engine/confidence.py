@@ -300,13 +300,13 @@ def iter_confidence(
             f"labels: {labels.dtype} array of shape {labels.shape}; expected (T, Y, X) integers"
         )
     params = params or ClusterParams()
-    outputs = list(outputs or [])
+    outputs = outputs if outputs is not None else []  # indexed frame by frame (may be lazy)
     n_t = labels.shape[0]
-    for i, out in enumerate(outputs):
-        if out.shape != labels.shape[1:]:
-            raise ValueError(
-                f"outputs[{i}] has frame shape {out.shape}; the labels have {labels.shape[1:]}"
-            )
+    n_out = len(outputs)
+    if n_out and outputs[0].shape != labels.shape[1:]:
+        raise ValueError(
+            f"outputs[0] has frame shape {outputs[0].shape}; the labels have {labels.shape[1:]}"
+        )
     parent: dict[int, int] = {}
     if lineage is not None:
         for tid, _s, _e, par in np.asarray(lineage, np.int64).reshape(-1, 4).tolist():
@@ -315,7 +315,12 @@ def iter_confidence(
 
     def out_of(t: int) -> FrameOutput | None:
         i = t - output_start
-        return outputs[i] if 0 <= i < len(outputs) else None
+        out = outputs[i] if 0 <= i < n_out else None
+        if out is not None and out.shape != labels.shape[1:]:
+            raise ValueError(
+                f"outputs[{i}] has frame shape {out.shape}; the labels have {labels.shape[1:]}"
+            )
+        return out
 
     frames: list[_Frame] = []
     cols: dict[str, list] = {k: [] for k in _CELL_COLUMNS}
@@ -419,7 +424,7 @@ def iter_confidence(
     div_rows = _divisions(frames, children, first_seen, last_seen, vote_of, t_max, suspects)
     _starts_and_ends(
         frames, parent, children, first_seen, last_seen, t_min, t_max, start_votes,
-        votes_into, suspects, bool(outputs),
+        votes_into, suspects, n_out > 0,
     )  # fmt: skip
     suspects.sort(key=lambda s: (s.confidence, s.frame, s.label, s.kind))
     return ConfidenceReport(cells, div_rows, suspects)
