@@ -11,6 +11,7 @@ import tifffile
 from napari_embedtrack import ctc
 from napari_embedtrack.cli import main
 from napari_embedtrack.engine.predict import load_outputs
+from napari_embedtrack.io.zarr_store import open_outputs
 
 
 def test_predict_writes_ctc_results_that_evaluate_scores(
@@ -276,8 +277,9 @@ def test_batch_list_file(tiny_model_dir, tmp_path, small_movie, capsys):
     assert "no such file or folder" in table[3]
     assert sorted(p.name for p in out.iterdir()) == ["a_01_RES", "c_RES"]  # vs missing/01
     assert ctc.read_results(out / "a_01_RES")[0].shape == (2, 64, 64)
-    assert sorted(p.name for p in emb.iterdir()) == ["a_01.npz", "c.npz"]
-    assert len(load_outputs(emb / "c.npz")) == 2
+    assert sorted(p.name for p in emb.iterdir()) == ["a_01.zarr", "c.zarr"]
+    outputs = open_outputs(emb / "c.zarr")  # read lazily, frame by frame
+    assert len(outputs) == 2 and outputs[1].offsets.shape == (2, 64, 64)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,25 @@ def _check_out(out: Path, overwrite: bool, save_embeddings: Path | None) -> None
         raise FileExistsError(f"{save_embeddings} exists; pass --overwrite to replace it")
 
 
+@dataclasses.dataclass
+class PredictResult:
+    """What ``embedtrack predict`` wrote for one movie (the masks are on disk, not here).
+
+    Attributes:
+        out: the results folder.
+        n_frames: frames written.
+        lineage: (N, 4) the lineage written (res_track.txt).
+        complete: False if the run was stopped before the last frame.
+        embeddings: where the network outputs went (None if not asked).
+    """
+
+    out: Path
+    n_frames: int
+    lineage: object
+    complete: bool = True
+    embeddings: Path | None = None
+
+
 def run_predict(
     input_path: str | Path,
     model,
@@ -111,52 +131,62 @@ def run_predict(
     axes: str | None = None,
     warn=_warn,
     resume: bool = False,
-):
-    """Predict CTC results for a sequence folder or TIFF stack; returns the TrackingResult.
+) -> PredictResult:
+    """Predict CTC results for a movie (CTC sequence folder, TIFF stack, zarr / OME-Zarr).
 
-    Finished frames are kept in ``.<out name>.partial`` beside ``out`` while the run lasts
-    (removed once the result is in place); ``resume=True`` continues an interrupted run of
-    the same movie, model and settings from there (:mod:`.engine.checkpoint`).
+    Streaming (issue #16): frames are read one at a time, tracked, kept in
+    ``.<out name>.partial`` beside ``out`` while the run lasts, then cleaned up and written
+    frame by frame into a temporary folder that is moved into place at the end (memory flat
+    in the movie's length). ``resume=True`` continues an interrupted run of the same movie,
+    model and settings from the partial folder (:mod:`.engine.checkpoint`).
 
     ``model``: a name, a model folder or a loaded model. ``tta=None`` uses the model card's
-    default. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`). Everything that
-    can be checked before the work is (output folder, free disk space, memory, the model, the
-    movie's axes, NaN pixels); ``warn`` gets one-line warnings (default: the log)."""
+    default. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`).
+    ``save_embeddings``: a zarr store folder for the network outputs (float16, written frame by
+    frame; a path ending in ``.npz`` gets the ``.npz`` of
+    :func:`~.engine.predict.save_outputs` instead, exported from the store at the end).
+    Everything that can be checked before the work is (output folder, free disk space,
+    memory, the model, the movie's axes, NaN pixels, contrast); ``warn`` gets one-line
+    warnings (default: the log)."""
     from . import ctc
     from .engine.modelfile import LoadedModel, load_model
-    from .engine.pipeline import check_memory, check_movie, track_movie
-    from .engine.predict import resolve_device, save_outputs
+    from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
+    from .engine.predict import resolve_device
     from .engine.progress import run
+    from .io.movies import open_movie
+    from .io.zarr_store import OutputStore, is_zarr_movie
 
     out = Path(out)
     emb = None if save_embeddings is None else Path(save_embeddings)
     _check_out(out, overwrite, emb)
-    (n_all, y, x), dtype = ctc.movie_info(input_path, axes)
+    if is_zarr_movie(input_path):
+        movie_all = open_movie(input_path)
+        n_all, y, x = movie_all.shape
+    else:
+        (n_all, y, x), _ = ctc.movie_info(input_path, axes)
+        movie_all = None
     n = _frame_count(n_all, frames)
     if n == 0:
         raise ValueError(f"--frames selects no frame of {input_path} ({n_all} frames)")
     for message in (
         ctc.check_results_target(out, (n, y, x), overwrite),
-        emb and ctc.check_writable(emb, least=14 * n * y * x + 4096),  # float16 .npz
+        emb and ctc.check_writable(emb, least=14 * n * y * x + 4096),  # float16
     ):
         if message:
             warn(message)
-    # the whole file is read, then --frames applied; saving embeddings stacks the float32
-    # outputs and a float16 copy of them
-    check_memory(
-        (n, y, x),
-        keep_outputs=emb is not None,
-        extra=n_all * y * x * dtype.itemsize + (42 * n * y * x if emb else 0),
-    )
+    # frames are read, tracked and written one at a time
+    check_memory((n, y, x), in_memory=False)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
-    movie = check_movie(ctc.read_movie(input_path, axes)[frames], keep_outputs=emb is not None)
-    ndigits = ctc.frame_digits(input_path if Path(input_path).is_dir() else n_all)
-    low, high = movie.min(), movie.max()
+    movie = movie_all if movie_all is not None else open_movie(input_path, axes)
+    movie = check_movie(movie[frames], in_memory=False)
+    ndigits = ctc.frame_digits(n_all if movie_all is not None or Path(input_path).is_file()
+                               else input_path)  # fmt: skip
+    low, high = run(scan_movie(movie))
     if low == high:
         raise ValueError(
-            f"{input_path}: every pixel of the {n} frame(s) is {low}; expected a movie with "
-            "contrast (a constant image holds no cell)"
+            f"{input_path}: every pixel of the {n} frame(s) is {_number(low)}; expected a "
+            "movie with contrast (a constant image holds no cell)"
         )
     checkpoint = _checkpoint(input_path, movie, loaded, out, frames, tta, axes)
     if checkpoint.exists() and not resume and not overwrite and checkpoint.frames_done():
@@ -168,16 +198,13 @@ def run_predict(
     if resume and not checkpoint.exists():
         warn(f"{out}: no interrupted run to resume ({checkpoint.folder}); starting at frame 0")
         resume = False
-    gen = track_movie(
-        movie,
-        loaded,
-        tta=tta,
-        device=dev,
-        keep_outputs=emb is not None,
-        checkpoint=checkpoint,
-        resume=resume,
+    # network outputs go to a store inside the partial folder (resumable with it), moved
+    # beside the results at the end
+    store = None if emb is None else OutputStore(checkpoint.folder / "outputs.zarr", (n, y, x))
+    gen = track_frames(
+        movie, loaded, tta=tta, device=dev, outputs=store, checkpoint=checkpoint, resume=resume
     )
-    bar = _tqdm(movie.shape[0], "predict", "frame") if progress else None
+    bar = _tqdm(n, "predict", "frame") if progress else None
 
     def show(p) -> None:
         if bar is not None and p.done:
@@ -185,26 +212,48 @@ def run_predict(
             bar.set_postfix(cells=p.info.get("n_cells", 0))
 
     try:
-        result = run(gen, show)
+        raw = run(gen, show)
     finally:
         if bar is not None:
             bar.close()
+    finisher = raw.finisher()
+    lineage = run(finisher.plan())
+    shape = (raw.n_frames, *raw.frame_shape)
     if emb is None:
-        ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+        written = ctc.write_results_frames(
+            out, finisher.frames, lineage, shape, ndigits=ndigits, overwrite=overwrite
+        )
         checkpoint.remove()
-        return result
-    # embeddings written beside their target first, renamed once the results are in place:
-    # a half-written file never has the name, and a failed run leaves neither
+        return PredictResult(out, raw.n_frames, written, raw.complete)
+    # embeddings moved (or exported) beside their target first, renamed once the results are
+    # in place: a half-written store never has the name, and a failed run leaves neither
     emb.parent.mkdir(parents=True, exist_ok=True)
     tmp = emb.with_name(f".{emb.name}.tmp-{os.getpid()}")
     try:
-        save_outputs(tmp, result.outputs)
-        ctc.write_results(out, result.labels, result.lineage, ndigits=ndigits, overwrite=overwrite)
+        if emb.suffix.lower() == ".npz":
+            store.export_npz(tmp)
+        else:
+            os.replace(store.path, tmp)
+        written = ctc.write_results_frames(
+            out, finisher.frames, lineage, shape, ndigits=ndigits, overwrite=overwrite
+        )
+        if emb.is_dir() and overwrite:
+            shutil.rmtree(emb)
+        elif emb.exists() and overwrite:
+            emb.unlink()
         os.replace(tmp, emb)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     checkpoint.remove()
-    return result
+    return PredictResult(out, raw.n_frames, written, raw.complete, emb)
+
+
+def _number(value: float) -> str:
+    """A pixel value as the movie has it (7, not 7.0)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def partial_folder(out: str | Path) -> Path:
@@ -348,7 +397,7 @@ def run_batch(
     **kw,
 ) -> list[BatchRow]:
     """Track many movies with one model: results in ``out/<name>_RES`` (names from
-    :func:`result_names`), embeddings (if asked) in ``save_embeddings/<name>.npz``.
+    :func:`result_names`), embeddings (if asked) in ``save_embeddings/<name>.zarr``.
 
     A movie that fails (any error) is recorded with its one-line message and the next one
     runs; ``report(row)`` is called after each movie. With ``resume=True`` movies whose
@@ -380,7 +429,7 @@ def run_batch(
     ]
     for row in rows:
         start = time.perf_counter()
-        emb = None if emb_dir is None else emb_dir / f"{row.out.name.removesuffix('_RES')}.npz"
+        emb = None if emb_dir is None else emb_dir / f"{row.out.name.removesuffix('_RES')}.zarr"
         finished = row.out.is_dir() and any(row.out.iterdir())
         if kw.get("resume") and finished and not partial_folder(row.out).exists():
             row.status, row.message = "ok", "finished before (--resume)"
@@ -399,7 +448,7 @@ def run_batch(
             row.status, row.message = "failed", _one_line(err)
         else:
             row.status = "ok"
-            row.frames, row.tracks = int(result.labels.shape[0]), len(result.lineage)
+            row.frames, row.tracks = result.n_frames, len(result.lineage)
             del result
         row.seconds = time.perf_counter() - start
         if report is not None:
@@ -633,8 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--save-embeddings",
         metavar="FILE",
-        help="also save the network outputs (.npz) for inspection / re-clustering (in a "
-        "batch: a folder, one NAME.npz per movie)",
+        help="also save the network outputs for inspection / re-clustering: a zarr store folder "
+        "(float16, written frame by frame; FILE.npz: one .npz file instead); in a batch: a "
+        "folder, one NAME.zarr per movie",
     )
     pr.add_argument(
         "--overwrite",
@@ -838,7 +888,7 @@ def _predict_main(args: argparse.Namespace) -> int:
             return 130
         n_tracks = len(result.lineage)
         print(
-            f"wrote {result.labels.shape[0]} frames, {n_tracks} tracks to {args.out}",
+            f"wrote {result.n_frames} frames, {n_tracks} tracks to {args.out}",
             file=sys.stderr,
         )
         if args.gt:
