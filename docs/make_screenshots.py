@@ -3,6 +3,7 @@
 Run under a display (Xvfb on a server)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--skip-finetune]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py --review-only
 
 It opens the synthetic sample, docks the track widget and runs it. With a shipped model
 (``src/napari_embedtrack/models``) the pictures show that model's result. Without one, the
@@ -10,7 +11,11 @@ widget is run with a random-weight model on two frames (to show a real run), and
 are then filled by re-clustering *ideal* network outputs made from the ground truth
 (``tests/engine/oracle.py``), so the pictures show what a good model's output looks like;
 the script prints which of the two it did. Then the fine-tune widget trains a few steps for
-the loss plot. Pictures go to ``docs/images/``.
+the loss plot. Last, the review widget (``review-widget.png``) on a synthetic movie with
+planted errors (``tests/engine/planted.py``: a merge, a split, a broken link and a false
+division in the result; the track widget holds near-ideal network outputs of the true
+movie), after *Find suspects* and *Evaluate* against the truth opened from a CTC folder.
+Pictures go to ``docs/images/``.
 """
 
 from __future__ import annotations
@@ -90,10 +95,13 @@ def camera(viewer):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-finetune", action="store_true", help="no fine-tune picture")
+    parser.add_argument("--review-only", action="store_true", help="only the review picture")
     args = parser.parse_args()
     IMAGES.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="embedtrack-shots-"))
     os.environ["EMBEDTRACK_MODELS"] = str(tmp)
+    if args.review_only:
+        return review_shot(tmp)
     from napari_embedtrack.engine.modelfile import list_models
 
     # the pictures show the SIM+ model (the synthetic sample looks like its data)
@@ -162,7 +170,64 @@ def main() -> int:
     settle()
     grab(tune, "finetune-widget.png")
     viewer.close()
+    review_shot(tmp)
     print("wrote", *sorted(p.name for p in IMAGES.glob("*.png")))
+    return 0
+
+
+def review_shot(tmp: Path) -> int:
+    """The review widget on a movie with planted errors, after Find suspects and Evaluate,
+    the merged cell selected, labels and tracks coloured by confidence."""
+    spec = importlib.util.spec_from_file_location(
+        "embedtrack_planted", ROOT / "tests/engine/planted.py"
+    )
+    planted_mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = planted_mod
+    spec.loader.exec_module(planted_mod)
+    planted = planted_mod.planted_movie(seed=3)
+    from napari_embedtrack import ctc
+    from napari_embedtrack._widgets._state import RunRecord
+    from napari_embedtrack.engine.cluster import ClusterParams
+    from napari_embedtrack.engine.modelfile import ModelCard
+
+    gt_dir = tmp / "planted" / "01_GT"
+    seg = {t: planted.truth[t] for t in range(0, planted.truth.shape[0], 3)}
+    ctc.write_ground_truth(gt_dir, planted.truth, planted.truth_lineage, seg=seg)
+
+    viewer = napari.Viewer(title="napari-embedtrack")
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.add_image(planted.image, name="movie")
+    from napari_embedtrack._widgets import TrackWidget
+
+    track = TrackWidget(viewer)  # not docked: it only holds the run's outputs here
+    record = RunRecord(
+        source="movie", outputs=planted.outputs, card=ModelCard(name="ideal"),
+        params=ClusterParams(grid_spacing=planted_mod.G), first_frame=0,
+        n_frames=planted.labels.shape[0], is_2d=False,
+        labels=planted.labels.astype(np.uint32), lineage=planted.lineage,
+    )  # fmt: skip
+    track.state.record = record
+    track._show(record)
+    truth = viewer.open(str(gt_dir), plugin=PLUGIN)
+    for layer in truth:
+        layer.visible = False
+    _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review and evaluate (EmbedTrack)")
+    review._labels.value = viewer.layers["labels: movie"]
+    review.evaluate()
+    wait(review.runner.done)
+    review.find_suspects()
+    wait(review.runner.done)
+    review._colour.value = True
+    row = next(k for k, s in enumerate(review.queue) if s.kind == "merge")
+    review.select(row)
+    viewer.layers["labels: movie"].opacity = 0.6
+    viewer.layers.selection = {viewer.layers["labels: movie"]}
+    settle(1000)
+    viewer.screenshot(str(IMAGES / "review-widget.png"), canvas_only=False)
+    print("review queue:", *(f"{s.kind} {s.confidence:.2f}" for s in review.queue[:8]))
+    print("scores:", review.scores)
+    viewer.close()
+    del track
     return 0
 
 

@@ -39,7 +39,7 @@ from ..engine.cluster import ClusterParams
 from ..engine.confidence import ConfidenceReport, Suspect, iter_confidence
 from ..evaluation import Evaluation, iter_evaluate
 from ._inputs import InputError, tracks_of
-from ._layers import find_own, tag_of
+from ._layers import find_own, tag_of, watch_viewer
 from ._state import session_of
 from ._worker import TaskRunner
 
@@ -51,7 +51,7 @@ COLUMNS = ("frame", "track", "kind", "confidence", "reason", "status")
 CONFIDENCE_COLORS = np.array([[0.9, 0.1, 0.1, 1.0], [1.0, 0.85, 0.1, 1.0], [0.1, 0.8, 0.2, 1.0]])
 CONFIDENCE_CMAP = Colormap(CONFIDENCE_COLORS, name="confidence", controls=[0.0, 0.5, 1.0])
 #: Zoom on an item so that the view spans this many cell diameters.
-VIEW_DIAMETERS = 6.0
+VIEW_DIAMETERS = 8.0
 
 
 def _camera(viewer: napari.Viewer):
@@ -83,6 +83,7 @@ class ReviewWidget(Container):
         super().__init__()
         self._viewer = napari_viewer
         self.session = session_of(napari_viewer)
+        watch_viewer(napari_viewer)  # frames painted in while fixing: corrected (fine-tuning)
         #: the last confidence report, evaluation, and the queue shown (errors first)
         self.report: ConfidenceReport | None = None
         self.evaluation: Evaluation | None = None
@@ -133,13 +134,11 @@ class ReviewWidget(Container):
         )
         self.extend([
             Label(value="<b>Review queue</b>"), self._labels, self._tracks, find_row,
-            self._bar, self._status,
+            self._bar, self._status, self._colour,
+            Label(value="<b>Evaluation</b> (ground truth)"), self._gt, self._gt_tracks,
+            self._gt_seg, self._evaluate, self._scores, mark_row,
         ])  # fmt: skip
-        self.native.layout().addWidget(self._table)
-        self.extend([
-            mark_row, self._colour, Label(value="<b>Evaluation</b> (ground truth)"),
-            self._gt, self._gt_tracks, self._gt_seg, self._evaluate, self._scores,
-        ])  # fmt: skip
+        self.native.layout().addWidget(self._table)  # the queue, below everything
         self._inputs = [
             self._labels, self._tracks, self._find, self._gt, self._gt_tracks, self._gt_seg,
             self._evaluate,

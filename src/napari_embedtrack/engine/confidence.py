@@ -123,8 +123,9 @@ class ConfidenceReport:
     Attributes:
         cells: one entry per (frame, track) in order of frame, then label: 1-D arrays ``t``,
             ``label``, ``y``, ``x`` (centroid), ``area``, ``confidence`` (the cell's own
-            cues), ``link_confidence`` (of the link to its predecessor; NaN without one),
-            and one array per cue (NaN where not computed).
+            cues), ``link_confidence`` (of the link to its predecessor, for a daughter's
+            first frame at most the division's; NaN without one), and one array per cue (NaN
+            where not computed).
         divisions: ``parent``, ``t`` (daughters' first frame), ``confidence``.
         suspects: items below :data:`LIST_BELOW`, least confident first.
     """
@@ -422,6 +423,12 @@ def iter_confidence(
         if child in first_seen and par in last_seen and first_seen[child] == last_seen[par] + 1:
             children.setdefault(par, []).append(child)
     div_rows = _divisions(frames, children, first_seen, last_seen, vote_of, t_max, suspects)
+    # a daughter's link is the division: at most as trusted as the division
+    for par, t, conf in zip(*(div_rows[k].tolist() for k in ("parent", "t", "confidence")),
+                            strict=True):  # fmt: skip
+        for kid in children[par]:
+            row = (cells["t"] == t) & (cells["label"] == kid)
+            cells["link_confidence"][row] = np.fmin(cells["link_confidence"][row], conf)
     _starts_and_ends(
         frames, parent, children, first_seen, last_seen, t_min, t_max, start_votes,
         votes_into, suspects, n_out > 0,
