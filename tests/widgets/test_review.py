@@ -118,6 +118,8 @@ def test_review_queue_ranks_planted_errors(qtbot, make_napari_viewer, planted, t
     worst = min(review.report.track_confidence().items(), key=lambda kv: kv[1])[0]
     red, green = labels.colormap.map(np.array([worst]))[0][:2]
     assert red > 0.8 and green < 0.3
+    assert labels.colormap.map(np.array([0]))[0][3] == 0  # background stays clear
+    assert labels.colormap.map(np.array([60000]))[0][3] == 1  # a new label stays visible
     review._colour.value = False
     assert tracks.color_by == "track_id" and labels.colormap is before
 

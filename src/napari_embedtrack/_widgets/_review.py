@@ -440,8 +440,8 @@ class ReviewWidget(Container):
             return
         if on:
             self._old_colormap.setdefault(id(labels), labels.colormap)
-            colors = {
-                None: np.array([0.0, 0.0, 0.0, 0.0]),
+            colors = {  # labels not scored (e.g. painted since): grey, not hidden
+                None: np.array([0.6, 0.6, 0.6, 1.0]),
                 0: np.array([0.0, 0.0, 0.0, 0.0]),
             }
             for track, conf in self.report.track_confidence().items():
