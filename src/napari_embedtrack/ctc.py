@@ -1351,14 +1351,15 @@ def lineage_to_tracks(
         ``track_length`` (int, last - first frame + 1 of the row's track), ``parent`` (int,
         0 = none), ``root`` (int, id of the track's oldest ancestor) and ``area`` (int, pixels).
     """
-    labels = np.asarray(labels)
+    if not hasattr(labels, "shape") or not hasattr(labels, "ndim"):
+        labels = np.asarray(labels)  # arrays and lazy arrays are read one frame at a time
     if labels.ndim == 2:
-        labels = labels[None]
+        labels = np.asarray(labels)[None]
     if labels.ndim != 3:
         raise ValueError(f"labels: shape {labels.shape}; expected (T, Y, X)")
     parts = []
-    for t, frame in enumerate(labels):
-        ids, centroids, areas = _label_centroids(frame)
+    for t in range(labels.shape[0]):
+        ids, centroids, areas = _label_centroids(np.asarray(labels[t]))
         if ids.size:
             parts.append(
                 np.column_stack([ids, np.full(ids.size, t), centroids, areas]).astype(np.float64)

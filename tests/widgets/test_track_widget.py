@@ -240,3 +240,44 @@ def test_bad_inputs_give_messages(qtbot, make_napari_viewer, tiny_model, tmp_pat
     assert "NaN" in errors()[-1] and "frame 0" in errors()[-1]
     assert widget.state.record is None and "labels: nan" not in viewer.layers
     assert widget._run.enabled
+
+
+def test_long_results_are_shown_lazily_from_disk(qtbot, setup, tiny_model, movie):
+    """Issue #16: a dask movie is read frame by frame, the network outputs sit in an on-disk
+    store, labels beyond ``lazy_bytes`` are a zarr array in the run folder (napari reads it
+    lazily, painting writes into it), and re-clustering reads the store: the labels equal
+    those of a run held in memory."""
+    import dask.array as da
+
+    from napari_embedtrack.io.zarr_store import OutputStore
+
+    lazy_movie = da.from_array(movie.image, chunks=(1, *movie.image.shape[1:]))
+    viewer, widget, _ = setup(image=lazy_movie, name="movie")
+    widget._model.value = tiny_model
+    widget._first.value, widget._last.value = 1, 4
+    in_memory = run(qtbot, widget)
+    assert isinstance(in_memory.outputs, OutputStore) and len(in_memory.outputs) == 4
+    want = np.asarray(viewer.layers["labels: movie"].data).copy()
+
+    widget.state.lazy_bytes = 0
+    lazy = run(qtbot, widget)
+    data = viewer.layers["labels: movie"].data
+    assert lazy.labels_store is not None and not isinstance(data, np.ndarray)
+    assert data.shape == (6, 96, 96)
+    np.testing.assert_array_equal(np.asarray(data[:]), want)
+    np.testing.assert_array_equal(lazy.lineage, in_memory.lineage)
+    assert_tracks_match_labels(np.asarray(data[:]), viewer.layers["tracks: movie"])
+    assert not (in_memory.run_dir / "outputs.zarr").exists()  # the older run's outputs left
+
+    with qtbot.waitSignal(widget.runner.done, timeout=TIMEOUT):
+        widget._min_size.value = widget._min_size.value + 20  # re-cluster from the store
+    reclustered = widget.state.record
+    assert reclustered.labels_store is not None and reclustered.run_dir == lazy.run_dir
+    data = np.asarray(viewer.layers["labels: movie"].data[:])
+    assert_tracks_match_labels(data, viewer.layers["tracks: movie"])
+    from napari_embedtrack.engine.pipeline import retrack
+    from napari_embedtrack.engine.progress import run as drive
+
+    again = drive(retrack(list(reclustered.outputs), reclustered.params))  # in memory
+    np.testing.assert_array_equal(data[1:5], again.labels)
+    assert not data[[0, 5]].any()

@@ -3,16 +3,27 @@ widget), and what the widgets of one viewer share (:class:`ViewerSession`).
 
 Kept apart from the Qt code so that it is the one place holding cached network outputs (for
 re-clustering and inspection layers) and the loaded network (not reloaded on every run).
-Only the most recent run is cached: network outputs take 7 float32 values per pixel and
-frame, about the size of seven copies of the movie.
+
+Long movies (issue #16): a run's network outputs go to an on-disk zarr store (float16, 14
+bytes per pixel and frame) in a temporary run folder, read back frame by frame for
+re-clustering and lazily by the inspection layers; the tracked frames go to that folder too
+while the run lasts, and the result labels stay in memory only up to
+:attr:`TrackingState.lazy_bytes` (else they are a zarr array in the run folder, which napari
+shows, and lets the user paint into, without loading it). Only the most recent run's outputs
+are kept (removed when another run replaces it); lazy labels stay until exit (a layer the
+user edits may hold them).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
+import shutil
+import tempfile
+import uuid
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +32,15 @@ import numpy as np
 from psygnal import Signal
 
 from ..ctc import lineage_to_tracks
+from ..engine.checkpoint import RunCheckpoint
 from ..engine.cluster import ClusterParams
 from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
 from ..engine.outputs import FrameOutput
-from ..engine.pipeline import retrack, track_movie
+from ..engine.pipeline import RawTracks, retrack_frames, track_frames
 from ..engine.predict import resolve_device
-from ..engine.progress import Progress
+from ..engine.progress import Progress, run
+from ..io.movies import LazyMovie
+from ..io.zarr_store import OutputStore, _open_array
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +64,13 @@ class RunRecord:
         model_path: folder of the model that produced the outputs.
         last_frame: index in the input layer of the last frame asked for (a cancelled run
             stops before it); None: the last frame done.
+        run_dir: the temporary folder holding the outputs store (and lazy labels).
+        labels_store: lazy labels aligned with the input layer (a zarr array, zeros outside
+            the frames tracked), when the labels are not held in memory.
     """
 
     source: str
-    outputs: list[FrameOutput]
+    outputs: Sequence[FrameOutput]
     card: ModelCard
     params: ClusterParams
     first_frame: int
@@ -64,6 +81,8 @@ class RunRecord:
     complete: bool = True
     model_path: Path | None = None
     last_frame: int | None = None
+    run_dir: Path | None = None
+    labels_store: Any = None
 
     @property
     def n_done(self) -> int:
@@ -79,7 +98,9 @@ class RunRecord:
         """Labels aligned with the input layer: (T, Y, X) uint32 (zeros outside the frames
         tracked), or (Y, X) for a 2D input."""
         if self.is_2d:
-            return self.labels[0]
+            return np.asarray(self.labels[0])
+        if self.labels_store is not None:
+            return self.labels_store
         full = np.zeros((self.n_frames, *self.labels.shape[1:]), np.uint32)
         full[self.first_frame : self.first_frame + self.n_done] = self.labels
         return full
@@ -117,10 +138,28 @@ class RunRecord:
 class TrackingState:
     """The loaded model (one, reused while path and device stay the same) and the last run."""
 
+    #: Result labels larger than this (bytes, uint32) live in a zarr array on disk.
+    lazy_bytes = 1 << 30
+
     def __init__(self) -> None:
         self._model: LoadedModel | None = None
         self._model_key: tuple | None = None
-        self.record: RunRecord | None = None
+        self._record: RunRecord | None = None
+
+    @property
+    def record(self) -> RunRecord | None:
+        return self._record
+
+    @record.setter
+    def record(self, record: RunRecord | None) -> None:
+        old = self._record
+        self._record = record
+        if old is None or old.run_dir is None or (record and record.run_dir == old.run_dir):
+            return
+        if old.labels_store is None:
+            _remove_run_dir(old.run_dir)
+        else:  # lazy labels may be the data of a layer the user edits: kept until exit
+            shutil.rmtree(old.run_dir / "outputs.zarr", ignore_errors=True)
 
     def model(self, path: Path, device: str) -> LoadedModel:
         """Load a model folder on a device, or reuse the one loaded last time."""
@@ -148,47 +187,125 @@ class TrackingState:
         params: Callable[[ModelCard], ClusterParams],
         should_stop: Callable[[], bool],
     ) -> Generator[Progress, None, RunRecord]:
-        """Run the network on ``movie`` (a (T, Y, X) slice of the input, or (Y, X)).
+        """Run the network on ``movie`` (a (T, Y, X) slice of the input, or (Y, X); numpy,
+        dask or zarr: read one frame at a time).
 
         ``params`` maps the model's card to the clustering settings (so that the grid spacing
         always comes from the card). Runs in a worker thread; the caller stores the returned
-        record in :attr:`record` on the main thread.
+        record in :attr:`record` on the main thread (which removes the previous run's
+        folder).
         """
         yield Progress(0, 0, "loading model", {"frame": -1})
         model = self.model(model_path, device)
         cluster_params = params(model.card)
-        result = yield from track_movie(
-            movie,
-            model,
-            tta=tta,
-            device=device,
-            params=cluster_params,
-            keep_outputs=True,
-            should_stop=should_stop,
-        )
+        t = 1 if movie.ndim == 2 else int(movie.shape[0])
+        y, x = (int(n) for n in movie.shape[-2:])
+        run_dir = _new_run_dir()
+        try:
+            store = OutputStore(run_dir / "outputs.zarr", (t, y, x))
+            frames = RunCheckpoint(run_dir / "frames", {})
+            raw = yield from track_frames(
+                movie,
+                model,
+                tta=tta,
+                device=device,
+                params=cluster_params,
+                outputs=store,
+                should_stop=should_stop,
+                checkpoint=frames,
+                in_memory=False,
+            )
+            labels, lineage, lazy = self._finish(raw, run_dir, first_frame, n_frames, movie.ndim)
+        except BaseException:
+            _remove_run_dir(run_dir)
+            raise
+        frames.remove()  # the tracked frames before the clean-up
         return RunRecord(
             source=source,
-            outputs=result.outputs,
+            outputs=store,
             card=model.card,
             params=cluster_params,
             first_frame=first_frame,
             n_frames=n_frames,
             is_2d=movie.ndim == 2,
-            labels=result.labels,
-            lineage=result.lineage,
-            complete=result.complete,
+            labels=labels,
+            lineage=lineage,
+            complete=raw.complete,
             model_path=Path(model_path),
-            last_frame=first_frame + (1 if movie.ndim == 2 else len(movie)) - 1,
+            last_frame=first_frame + t - 1,
+            run_dir=run_dir,
+            labels_store=lazy,
         )
 
+    def _finish(self, raw: RawTracks, run_dir: Path, first: int, n_frames: int, ndim: int):
+        """The track clean-up of a run's frames: (labels, lineage, lazy full-length labels or
+        None). Labels go to a zarr array in ``run_dir`` when they are larger than
+        :attr:`lazy_bytes`."""
+        finisher = raw.finisher()
+        lineage = run(finisher.plan())
+        n, (y, x) = raw.n_frames, raw.frame_shape
+        if ndim == 2 or n_frames * y * x * 4 <= self.lazy_bytes:
+            labels = np.zeros((n, y, x), np.uint32)
+            for t, frame in enumerate(finisher.frames()):
+                labels[t] = frame
+            return labels, lineage, None
+        name = f"labels-{uuid.uuid4().hex[:8]}.zarr"
+        full = _open_array(run_dir / name, "w", shape=(n_frames, y, x), chunks=(1, y, x),
+                           dtype="uint32", fill_value=0)  # fmt: skip
+        for t, frame in enumerate(finisher.frames()):
+            full[first + t] = frame
+        view = LazyMovie(lambda t: full[t], n_frames, (y, x), np.uint32,
+                         source=str(run_dir / name), frames=range(first, first + n))  # fmt: skip
+        return view, lineage, full
+
     def recluster(self, record: RunRecord, **changes) -> Generator[Progress, None, RunRecord]:
-        """Re-cluster and re-link a record's cached outputs with some settings changed
-        (``seed_threshold``, ``score_threshold``, ``min_size``)."""
+        """Re-cluster and re-link a record's cached outputs (read from its store one frame at
+        a time) with some settings changed (``seed_threshold``, ``score_threshold``,
+        ``min_size``)."""
         params = dataclasses.replace(record.params, **changes)
-        result = yield from retrack(record.outputs, params)
+        run_dir = record.run_dir
+        frames = None
+        if run_dir is not None:
+            frames = RunCheckpoint(run_dir / f"frames-{uuid.uuid4().hex[:8]}", {})
+            frames.start()
+        try:
+            raw = yield from retrack_frames(record.outputs, params, frames=frames)
+            if run_dir is None:
+                from ..engine.pipeline import finish_frames
+
+                labels, lineage = finish_frames(raw)
+                lazy = None
+            else:
+                ndim = 2 if record.is_2d else 3
+                labels, lineage, lazy = self._finish(
+                    raw, run_dir, record.first_frame, record.n_frames, ndim
+                )
+        finally:
+            if frames is not None:
+                frames.remove()
         return dataclasses.replace(
-            record, params=params, labels=result.labels, lineage=result.lineage
+            record, params=params, labels=labels, lineage=lineage, labels_store=lazy
         )
+
+
+_RUN_DIRS: set[Path] = set()
+
+
+def _new_run_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="embedtrack-run-"))
+    _RUN_DIRS.add(path)
+    return path
+
+
+def _remove_run_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _RUN_DIRS.discard(path)
+
+
+@atexit.register
+def _remove_all_run_dirs() -> None:
+    for path in list(_RUN_DIRS):
+        _remove_run_dir(path)
 
 
 class ViewerSession:

@@ -480,16 +480,18 @@ def track_movie(
     return TrackingResult(labels, lineage, raw.outputs, raw.complete, raw.params)
 
 
-def retrack(
-    outputs: Sequence[FrameOutput], params: ClusterParams
-) -> Generator[Progress, None, TrackingResult]:
-    """Re-cluster and re-link from stored network outputs (no network run): a list or an
-    outputs store, read one frame at a time."""
+def retrack_frames(
+    outputs: Sequence[FrameOutput], params: ClusterParams, *, frames=None
+) -> Generator[Progress, None, RawTracks]:
+    """Clustering and linking of stored network outputs (a list or an outputs store, read one
+    frame at a time), stage 1 without the network; ``frames``: the frame store (with
+    ``save_frame`` / ``read_frame``, e.g. a :class:`~.checkpoint.RunCheckpoint` after
+    ``start()``), default memory."""
     n = len(outputs)
     if n == 0:
         raise ValueError("outputs is empty: need at least one frame")
     linker = Linker()
-    store = _MemoryFrames()
+    store = _MemoryFrames() if frames is None else frames
     shape = None
     for t in range(n):
         out = outputs[t]
@@ -498,11 +500,20 @@ def retrack(
         elif out.shape != shape:
             raise ValueError(f"outputs[{t}] has shape {out.shape}, expected {shape}")
         labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
-        store.save_frame(t, linker.add(labels, out.track_offsets if t > 0 else None), None)
+        tracked = linker.add(labels, out.track_offsets if t > 0 else None)
+        store.save_frame(t, tracked, linker.state())
         n_cells = int(labels.max())
         yield Progress(
             t + 1, n, f"clustered and linked frame {t + 1}/{n}", {"frame": t, "n_cells": n_cells}
         )
-    raw = RawTracks(linker.lineage, n, shape, True, params, store.read_frame, outputs)
+    return RawTracks(linker.lineage, n, shape, True, params, store.read_frame, outputs)
+
+
+def retrack(
+    outputs: Sequence[FrameOutput], params: ClusterParams
+) -> Generator[Progress, None, TrackingResult]:
+    """Re-cluster and re-link from stored network outputs (no network run): a list or an
+    outputs store, read one frame at a time; the labels are returned in memory."""
+    raw = yield from retrack_frames(outputs, params)
     labels, lineage = finish_frames(raw)
     return TrackingResult(labels, lineage, outputs, True, params)
