@@ -446,7 +446,8 @@ def join_tracks(labels, lineage, track: int, other: int, *, pins: Pins | None = 
 def set_parent(labels, lineage, child: int, parent: int, *, pins: Pins | None = None) -> Edit:
     """``parent`` divides into ``child`` (and its other daughters): ``parent`` must be present
     in the frame before ``child`` starts; if it goes on after that, its later part becomes
-    a second daughter."""
+    a second daughter. A parent ending there without other daughters is continued by
+    ``child`` (one track: a cell with a single daughter is the same cell)."""
     g = _start(labels, lineage)
     c, p = g.track(child, "child track"), g.track(parent, "parent track")
     s = c[0]
@@ -461,6 +462,9 @@ def set_parent(labels, lineage, child: int, parent: int, *, pins: Pins | None = 
     todo += [("pin", n, end, None) for n in g.successors(end)]
     edit = _finish(g, "", pins, todo)
     daughters = sorted(g.out[n] for n in g.successors(end))
+    if len(daughters) == 1:  # the only cell after the parent's last one: the same cell
+        edit.message = f"track {child} continues track {g.out[end]} (no other daughter)"
+        return edit
     edit.message = f"track {g.out[end]} divides into {', '.join(map(str, daughters))}"
     if len(daughters) > 2:
         edit.message += f" ({len(daughters)} daughters)"
@@ -685,6 +689,18 @@ def impose_pins(
         else:
             p = pin_node.get(c.pred)
         g.pred[node] = p if p is not None and p[0] < node[0] and p in g.pred else None
+    # a link across frames where the new result lost the cell (a gap) that a pinned cell
+    # now fills goes through the pinned cell
+    pinned_succ: dict[Node, list[Node]] = defaultdict(list)
+    for node in pin_node.values():
+        if g.pred[node] is not None:
+            pinned_succ[g.pred[node]].append(node)
+    for n, p in list(g.pred.items()):
+        while p is not None and p[0] < n[0] - 1:
+            nxt = [q for q in pinned_succ.get(p, ()) if q[0] < n[0] and q != n]
+            if not nxt:
+                break
+            p = g.pred[n] = min(nxt)
     closed = {node: k for k, node in pin_node.items() if pins.cells[k].closed}
     pinned_pred = {node: pins.cells[k].pred for k, node in pin_node.items()}
     for n, p in list(g.pred.items()):
