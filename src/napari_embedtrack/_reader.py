@@ -75,13 +75,36 @@ def get_movie_reader(path) -> Callable[[str], list[LayerData]] | None:
     return None
 
 
+#: Movies larger than this (bytes) are opened as a dask array read one frame at a time.
+LAZY_BYTES = 1 << 30
+
+
 def read_movie_layers(path) -> list[LayerData]:
-    """One Image layer: (T, Y, X), or (Y, X) for a single 2D TIFF file."""
+    """One Image layer: (T, Y, X), or (Y, X) for a single 2D TIFF file. A movie larger than
+    :data:`LAZY_BYTES` is a dask array whose frames are read when napari (or the track
+    widget) asks for them (memory-mapped, page by page or file by file,
+    :func:`napari_embedtrack.io.movies.open_movie`)."""
     p = _single_path(path)
-    movie = ctc.read_movie(p)
+    (n, y, x), dtype = ctc.movie_info(p)
+    lazy = n * y * x * dtype.itemsize > LAZY_BYTES
+    movie = _dask_movie(p) if lazy else ctc.read_movie(p)
     if p.is_file() and movie.shape[0] == 1:
         movie = movie[0]
     return [(movie, {"name": _layer_name(p)}, "image")]
+
+
+def _dask_movie(path: Path):
+    import dask
+    import dask.array as da
+
+    from .io.movies import open_movie
+
+    lazy = open_movie(path)
+    read = dask.delayed(lazy.__getitem__, pure=True)
+    frames = [
+        da.from_delayed(read(t), shape=lazy.frame_shape, dtype=lazy.dtype) for t in range(len(lazy))
+    ]
+    return da.stack(frames)
 
 
 # --------------------------------------------------------------------------- tracks

@@ -150,3 +150,28 @@ def test_geff_write_and_read_through_the_viewer(make_napari_viewer, tmp_path, mo
     assert (read_geff(out).lineage[:, 3] == 0).all()  # no tracks layer: no parents
     with pytest.raises(FileExistsError, match="not a GEFF store"):
         write_geff_store(str(tmp_path), [(movie.labels, {}, "labels")])
+
+
+def test_long_movies_open_as_dask_arrays_read_frame_by_frame(tmp_path, dataset, movie):
+    """Above ``LAZY_BYTES`` the reader gives a dask array (frames read when asked for): for a
+    CTC folder, an uncompressed and a compressed stack; the pixels are the movie's."""
+    import dask.array as da
+
+    from napari_embedtrack import _reader
+
+    seq, _ = dataset
+    frames = (movie.image * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", frames, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "zlib.tif", frames, photometric="minisblack", compression="zlib")
+    small = _reader.LAZY_BYTES
+    _reader.LAZY_BYTES = 0  # every movie counts as long
+    try:
+        for path, want in ((seq, ctc.read_movie(seq)), (tmp_path / "stack.tif", frames),
+                           (tmp_path / "zlib.tif", frames)):  # fmt: skip
+            (data, _kw, kind), *_ = get_movie_reader(str(path))(str(path))
+            assert kind == "image" and isinstance(data, da.Array)
+            assert data.shape == want.shape and data.chunksize == (1, *want.shape[1:])
+            np.testing.assert_array_equal(np.asarray(data[2]), want[2])
+            np.testing.assert_array_equal(data.compute(), want)
+    finally:
+        _reader.LAZY_BYTES = small
