@@ -6,16 +6,18 @@ runs the real command line, ``embedtrack predict`` (streaming path: lazy reading
 clustering, linking, checkpoint, track clean-up, results written frame by frame), on its
 first N frames in a fresh subprocess per N, and reports each run's peak resident memory
 (``getrusage`` ``ru_maxrss`` of the child) and, sampled every second with psutil, the
-largest RSS during the first and the last tenth of the run's network phase.
+largest RSS during the first and the last tenth of the run.
 
 The network is the shipped ``Fluo-N2DH-SIM+`` model (no TTA). ``--net-scale S`` runs it on
 frames resized by S (a copy of the model whose card says ``scale: S``): the same code path
 (frames read, resized for the network, outputs resized back to 1024x1024, clustering,
-linking and writing at 1024x1024), only the network's own cost shrinks, which lets 1,000
-frames run in well under an hour on one CPU core. ``--net-scale 1`` is the model as shipped.
+linking and writing at 1024x1024), only the network's own cost shrinks (about 4x at 0.5).
+``--net-scale 1`` is the model as shipped. The synthetic nuclei are drawn ``1 / S`` times
+SIM+'s size, so the network sees nuclei of the size it was trained on. Results and the
+command that made them: docs/performance.md, "Long movies: memory".
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_memory.py --frames 100 1000 \\
-        --net-scale 0.5 --work /tmp/bench_memory --json docs/bench_memory.json
+        --net-scale 0.5 --work /tmp/bench_memory --json /tmp/bench_memory/result.json
 
 Timings are printed for orientation only (a busy shared machine).
 """
