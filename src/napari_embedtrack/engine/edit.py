@@ -43,10 +43,12 @@ __all__ = [
     "PinnedCell",
     "Pins",
     "UndoStack",
+    "adopt_frames",
     "check_result",
     "delete_track",
     "impose_pins",
     "join_tracks",
+    "pin_cell",
     "relabel_cell",
     "relabel_mask",
     "remove_parent",
@@ -577,6 +579,28 @@ def relabel_cell(
     if old <= 0 or not mask.any():
         raise EditError(f"frame {frame} has no cell {old}; expected a label present there")
     return relabel_mask(labels, lineage, frame, mask, new, pins=pins)
+
+
+def adopt_frames(labels, lineage, frames, *, pins: Pins | None = None) -> Edit:
+    """Make ``lineage`` agree with ``labels`` painted by hand and pin the cells of ``frames``
+    (the frames painted) with their links: a label painted into a frame next to its track
+    extends it, a new label is a new track, a track whose cell was erased in a frame is cut
+    there (its later part a new track without parent)."""
+    g = _start(labels, lineage)
+    for n, p in list(g.pred.items()):
+        if p is not None and p[0] < n[0] - 1:
+            g.pred[n] = None
+    todo: list = []
+    frames = sorted({int(t) for t in frames if 0 <= int(t) < g.labels.shape[0]})
+    for t in frames:
+        for i in sorted(g.present[t]):
+            n, p = (t, i), g.pred[(t, i)]
+            if p is not None:
+                todo.append(("pin", p, "keep", None))
+            todo.append(("pin", n, p if p is not None else "none", None))
+    edit = _finish(g, "", pins, todo)
+    edit.message = f"{len(edit.lineage)} tracks agree with the labels; frame(s) {frames} pinned"
+    return edit
 
 
 def pin_cell(labels, lineage, frame: int, label: int, pins: Pins | None = None) -> Pins:
