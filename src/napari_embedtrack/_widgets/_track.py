@@ -35,6 +35,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..engine.modelfile import ModelCard
 from ..engine.pipeline import default_cluster_params
+from ._edit import keep_pins  # issue #17: pins survive re-runs and re-clustering
 from ._inputs import InputError, movie_of
 from ._layers import INSPECTION, remove_own, show_inspection, show_result, watch_viewer
 from ._models import DEVICES, registry
@@ -262,6 +263,8 @@ class TrackWidget(Container):
             if kind == "track" or w is self._run:
                 w.enabled = False
         self._cancel.enabled = True
+        # issue #17 (edit widget): pinned cells and links go back into the new result
+        gen = keep_pins(self._viewer, gen)
         self.runner.start(gen, desc, on_result)
 
     def _on_done(self, _result) -> None:
