@@ -4,6 +4,7 @@ Run under a display (Xvfb on a server)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--skip-finetune]
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py --review-only
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py --edit-only
 
 It opens the synthetic sample, docks the track widget and runs it. With a shipped model
 (``src/napari_embedtrack/models``) the pictures show that model's result. Without one, the
@@ -15,6 +16,8 @@ the loss plot. Last, the review widget (``review-widget.png``) on a synthetic mo
 planted errors (``tests/engine/planted.py``: a merge, a split, a broken link and a false
 division in the result; the track widget holds near-ideal network outputs of the true
 movie), after *Find suspects* and *Evaluate* against the truth opened from a CTC folder.
+Then the edit and lineage tree widgets (``edit-widget.png``) on the same movie, its planted
+errors being corrected with the edit widget (``tests/engine/planted_fixes.py``).
 Pictures go to ``docs/images/``.
 """
 
@@ -96,12 +99,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-finetune", action="store_true", help="no fine-tune picture")
     parser.add_argument("--review-only", action="store_true", help="only the review picture")
+    parser.add_argument("--edit-only", action="store_true", help="only the edit/tree picture")
     args = parser.parse_args()
     IMAGES.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="embedtrack-shots-"))
     os.environ["EMBEDTRACK_MODELS"] = str(tmp)
     if args.review_only:
         return review_shot(tmp)
+    if args.edit_only:
+        return edit_shot()
     from napari_embedtrack.engine.modelfile import list_models
 
     # the pictures show the SIM+ model (the synthetic sample looks like its data)
@@ -171,6 +177,7 @@ def main() -> int:
     grab(tune, "finetune-widget.png")
     viewer.close()
     review_shot(tmp)
+    edit_shot()
     print("wrote", *sorted(p.name for p in IMAGES.glob("*.png")))
     return 0
 
@@ -226,6 +233,76 @@ def review_shot(tmp: Path) -> int:
     viewer.screenshot(str(IMAGES / "review-widget.png"), canvas_only=False)
     print("review queue:", *(f"{s.kind} {s.confidence:.2f}" for s in review.queue[:8]))
     print("scores:", review.scores)
+    viewer.close()
+    del track
+    return 0
+
+
+def _load_test_helper(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"embedtrack_{name}", ROOT / "tests" / "engine" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def edit_shot() -> int:
+    """The edit and lineage tree widgets on the planted movie: every planted error but the
+    broken link corrected with the edit widget, the broken link's later half selected in
+    the tree (the join is the next click)."""
+    planted_mod = _load_test_helper("planted")
+    planted = planted_mod.planted_movie(seed=3)
+    from napari_embedtrack._widgets import TrackWidget
+    from napari_embedtrack._widgets._state import RunRecord
+    from napari_embedtrack.engine.cluster import ClusterParams
+    from napari_embedtrack.engine.modelfile import ModelCard
+
+    viewer = napari.Viewer(title="napari-embedtrack")
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.add_image(planted.image, name="movie")
+    track = TrackWidget(viewer)  # not docked: it only holds the run's outputs here
+    record = RunRecord(
+        source="movie", outputs=planted.outputs, card=ModelCard(name="ideal"),
+        params=ClusterParams(grid_spacing=planted_mod.G), first_frame=0,
+        n_frames=planted.labels.shape[0], is_2d=False,
+        labels=planted.labels.astype(np.uint32), lineage=planted.lineage,
+    )  # fmt: skip
+    track.state.record = record
+    track._show(record)
+    _, edit = viewer.window.add_plugin_dock_widget(PLUGIN, "Edit tracks (EmbedTrack)")
+    _, tree = viewer.window.add_plugin_dock_widget(PLUGIN, "Lineage tree (EmbedTrack)")
+    labels = viewer.layers["labels: movie"]
+    calls = {
+        "relabel_mask": edit.relabel_mask,
+        "join": lambda a, b: edit.join(a, b),
+        "relabel_cell": lambda t, old, new: edit.relabel(t, old, new),
+    }
+    skip = {"join": 1}  # leave the broken link (the second join) for the picture
+
+    def apply(name, *args):
+        if name == "join" and skip["join"] == 0:
+            skip["join"] = -1
+            skip["pair"] = args
+            return labels.data
+        if name == "join" and skip["join"] > 0:
+            skip["join"] -= 1
+        if name != "noop":
+            calls[name](*args)
+        return labels.data
+
+    _load_test_helper("planted_fixes").correct_planted(planted, apply)
+    before, after = skip["pair"]
+    tree.select_node(after, 8)  # the broken link's later half; the join is the next click
+    edit._track.value, edit._other.value = before, after
+    edit._status.value = f"next: join - track {after} continues track {before}"
+    labels.opacity = 0.6
+    camera(viewer).zoom = 3.0
+    viewer.layers.selection = {labels}
+    settle(1000)
+    viewer.screenshot(str(IMAGES / "edit-widget.png"), canvas_only=False)
+    print("edit status:", edit._status.value, "| tree:", tree._status.value)
     viewer.close()
     del track
     return 0
