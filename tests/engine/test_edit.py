@@ -300,3 +300,21 @@ def test_planted_errors_corrected_to_a_perfect_score():
     # the pins alone correct the uncorrected result again (what a re-run gets)
     again, lin, _ = E.impose_pins(planted.labels, planted.lineage, state["pins"])
     assert np.array_equal(again, state["labels"]) and np.array_equal(lin, state["lineage"])
+
+
+def test_adopt_painted_frames():
+    labels, lineage = two_cells()
+    painted = labels.copy()
+    painted[2][painted[2] == 3] = 0  # erased in frame 2: track 3 cut there
+    painted[1, 2:6, 5:7] = 1  # cell 1 grown
+    edit = E.adopt_frames(painted, lineage, [1, 2])
+    assert_valid(edit.labels, edit.lineage)
+    assert np.array_equal(edit.labels > 0, painted > 0)
+    assert len(edit.lineage) == 4 and row(edit.lineage, edit.labels[3, 9, 2])[1:].tolist() == [
+        3,
+        3,
+        0,
+    ]
+    again, _lin, _ = E.impose_pins(labels, lineage, edit.pins)
+    assert np.array_equal(again[1] > 0, painted[1] > 0)  # the grown cell is pinned
+    assert np.any(again[2] == 3)  # an erasure painted is not known (Delete track pins one)

@@ -585,7 +585,9 @@ def adopt_frames(labels, lineage, frames, *, pins: Pins | None = None) -> Edit:
     """Make ``lineage`` agree with ``labels`` painted by hand and pin the cells of ``frames``
     (the frames painted) with their links: a label painted into a frame next to its track
     extends it, a new label is a new track, a track whose cell was erased in a frame is cut
-    there (its later part a new track without parent)."""
+    there (its later part a new track without parent). Pixels erased by painting are not
+    pinned (the painted labels do not say what was there): delete cells with
+    :func:`delete_track` or :func:`relabel_mask` to 0 to keep them deleted."""
     g = _start(labels, lineage)
     for n, p in list(g.pred.items()):
         if p is not None and p[0] < n[0] - 1:
