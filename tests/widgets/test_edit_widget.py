@@ -16,6 +16,7 @@ from qtpy.QtCore import Qt
 
 from napari_embedtrack._widgets import EditWidget, LineageWidget, TrackWidget
 from napari_embedtrack._widgets._edit import pins_of
+from napari_embedtrack._widgets._layers import reviewed_frames, tag_of
 from napari_embedtrack._widgets._state import RunRecord
 from napari_embedtrack.ctc import tracks_to_lineage
 from napari_embedtrack.engine import edit as E
@@ -93,6 +94,12 @@ def test_planted_errors_corrected_in_the_viewer(qtbot, make_napari_viewer, plant
     scores = scores.scores
     assert all(scores[k] == 1.0 for k in ("SEG", "DET", "TRA", "CT", "TF", "BC(1)", "CCA"))
     assert len(pins_of(viewer)["movie"]) > 0
+    # the edited frames count as corrections (fine-tuning trains on them); the layer stays
+    # the plugin's: re-runs update it and carry the edits over as pins
+    changed = {t for t in range(12) if not np.array_equal(fixed[t], planted.labels[t])}
+    corrected, _ = reviewed_frames(labels)
+    assert changed and changed <= set(corrected)
+    assert not tag_of(labels).get("edited")
 
     # undo goes back through every edit, both layers together; redo comes back
     assert edit._undo.enabled

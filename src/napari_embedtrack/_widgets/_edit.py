@@ -31,7 +31,7 @@ from ..ctc import lineage_from_labels, lineage_to_tracks, tracks_to_lineage
 from ..engine import edit as E
 from ..engine.progress import Progress
 from ._inputs import InputError, tracks_of
-from ._layers import find_own, reviewed_frames, tag_of, watch_viewer
+from ._layers import find_own, record_corrected, reviewed_frames, tag_of, watch_viewer
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,8 @@ class EditWidget(Container):
                 for t in edit.frames:
                     data[t] = edit.labels[t]
             layer.refresh()
+            if edit.frames:  # corrections: fine-tuning trains on these frames; the edits
+                record_corrected(layer, edit.frames, own=False)  # are pinned for re-runs
             if hasattr(layer, "_reset_history"):  # napari's paint undo: pixels only
                 layer._reset_history()
             self._set_tracks(layer, data, edit.lineage)

@@ -154,11 +154,19 @@ def _edited_frames(atoms) -> set[int]:
 
 
 def _on_paint(layer: Labels, event) -> None:
-    _mark_edited(layer)
+    record_corrected(layer, _edited_frames(event.value))
+
+
+def record_corrected(layer: Labels, frames, own: bool = True) -> None:
+    """The user changed these frames of a Labels layer: fine-tuning trains on them (as
+    corrected frames). ``own``: the layer is the user's now (painting; re-runs write a new
+    layer). The edit widget's edits are pinned and carried into re-runs instead."""
+    if own:
+        _mark_edited(layer)
     if layer.ndim != 3:
         return
     review = _review(layer)
-    review["corrected"] = sorted(set(review["corrected"]) | _edited_frames(event.value))
+    review["corrected"] = sorted(set(review["corrected"]) | {int(t) for t in frames})
 
 
 def watch_edits(layer: Layer) -> None:
