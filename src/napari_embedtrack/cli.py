@@ -72,6 +72,16 @@ def _tqdm(total: int, desc: str, unit: str):
 
 
 # --------------------------------------------------------------------------- predict
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def _axes(text: str) -> str:
     from .ctc import _check_axes_text
 
@@ -117,6 +127,12 @@ class PredictResult:
     embeddings: Path | None = None
 
 
+_RESUME_DISTRIBUTED = (
+    "--resume does not combine with --scheduler: resume the run without --scheduler (its "
+    "finished frames are kept), or start again with --overwrite"
+)
+
+
 def run_predict(
     input_path: str | Path,
     model,
@@ -131,6 +147,8 @@ def run_predict(
     axes: str | None = None,
     warn=_warn,
     resume: bool = False,
+    scheduler=None,
+    chunk_frames: int | None = None,
 ) -> PredictResult:
     """Predict CTC results for a movie (CTC sequence folder, TIFF stack, zarr / OME-Zarr).
 
@@ -147,7 +165,12 @@ def run_predict(
     :func:`~.engine.predict.save_outputs` instead, exported from the store at the end).
     Everything that can be checked before the work is (output folder, free disk space,
     memory, the model, the movie's axes, NaN pixels, contrast); ``warn`` gets one-line
-    warnings (default: the log)."""
+    warnings (default: the log).
+
+    ``scheduler``: a dask.distributed scheduler address or client: the network and the
+    clustering run there, ``chunk_frames`` frames per task, into a store in the partial
+    folder (which, like the movie, must be on a filesystem the workers share); linking, the
+    clean-up and the writing run here (:mod:`.engine.distributed`). Not with ``resume``."""
     from . import ctc
     from .engine.modelfile import LoadedModel, load_model
     from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
@@ -158,6 +181,8 @@ def run_predict(
 
     out = Path(out)
     emb = None if save_embeddings is None else Path(save_embeddings)
+    if scheduler is not None and resume:
+        raise ValueError(_RESUME_DISTRIBUTED)
     _check_out(out, overwrite, emb)
     if is_zarr_movie(input_path):
         movie_all = open_movie(input_path)
@@ -201,9 +226,18 @@ def run_predict(
     # network outputs go to a store inside the partial folder (resumable with it), moved
     # beside the results at the end
     store = None if emb is None else OutputStore(checkpoint.folder / "outputs.zarr", (n, y, x))
-    gen = track_frames(
-        movie, loaded, tta=tta, device=dev, outputs=store, checkpoint=checkpoint, resume=resume
-    )
+    if scheduler is None:
+        gen = track_frames(
+            movie, loaded, tta=tta, device=dev, outputs=store, checkpoint=checkpoint, resume=resume
+        )
+    else:
+        from .engine.distributed import CHUNK_FRAMES, track_frames_distributed
+
+        gen = track_frames_distributed(
+            input_path, loaded, scheduler, checkpoint.folder / "distributed.zarr", axes=axes,
+            frames=frames, tta=tta, device=device, outputs=store, checkpoint=checkpoint,
+            chunk_frames=chunk_frames or CHUNK_FRAMES,
+        )  # fmt: skip
     bar = _tqdm(n, "predict", "frame") if progress else None
 
     def show(p) -> None:
@@ -700,6 +734,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--gt", metavar="SEQ_GT", help="score the result against this ground truth (one movie)"
     )
+    pr.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the network and clustering on a dask.distributed cluster (tcp://host:port); "
+        "the movie and --out must be on a filesystem every worker shares (docs/user-guide.md, "
+        "Distributed runs); needs pip install napari-embedtrack[distributed]",
+    )
+    pr.add_argument(
+        "--chunk-frames",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="with --scheduler: frames per task (default 32)",
+    )
 
     tr = sub.add_parser("train", help="train or fine-tune a model on CTC data")
     tr.add_argument("data", nargs="+", help="CTC dataset folders (with NN and NN_GT)")
@@ -871,6 +919,26 @@ def _predict_main(args: argparse.Namespace) -> int:
         "warn": warn,
         "resume": args.resume,
     }
+    if args.chunk_frames is not None and not args.scheduler:
+        raise ValueError("--chunk-frames needs --scheduler (frames per task on the cluster)")
+    if args.scheduler:
+        if args.resume:  # before connecting: say it at once
+            raise ValueError(_RESUME_DISTRIBUTED)
+        try:
+            from .engine.distributed import connect
+
+            client = connect(args.scheduler)
+        except ImportError as e:
+            raise ValueError(str(e)) from None
+        kw.update(scheduler=client, chunk_frames=args.chunk_frames)
+        try:
+            return _predict_run(args, movies, batch, kw)
+        finally:
+            client.close()
+    return _predict_run(args, movies, batch, kw)
+
+
+def _predict_run(args: argparse.Namespace, movies: list[Path], batch: bool, kw: dict) -> int:
     if not batch:
         try:
             result = run_predict(
