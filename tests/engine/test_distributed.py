@@ -123,19 +123,6 @@ def test_track_movie_distributed_and_frames(client, movie_file, tiny_model_dir, 
     assert got.complete and got.outputs == []
 
 
-def test_stopping_keeps_the_frames_linked(client, movie_file, tiny_model_dir, tmp_path):
-    movie = tifffile.imread(movie_file)
-    want = run(track_frames(movie, tiny_model_dir, tta=False, device="cpu"))
-    done = []  # set once frame 3 is linked: stop after the first chunk
-    gen = track_frames_distributed(
-        movie_file, tiny_model_dir, client, tmp_path / "s", tta=False, device="cpu",
-        chunk_frames=3, should_stop=lambda: bool(done),
-    )  # fmt: skip
-    got = run(gen, lambda p: done.append(p.done) if p.done >= 3 else None)
-    assert not got.complete and got.n_frames == 3
-    np.testing.assert_array_equal(_frames(got), _frames(want)[:3])
-
-
 def test_errors_are_one_line(client, movie_file, tiny_model_dir, tmp_path):
     with pytest.raises(
         ValueError, match=r"cannot reach the dask scheduler at tcp://127\.0\.0\.1:9"
@@ -156,3 +143,30 @@ def test_errors_are_one_line(client, movie_file, tiny_model_dir, tmp_path):
             tmp_path / "nan.tif", tiny_model_dir, client, tmp_path / "n", tta=False, chunk_frames=3
         )
         run(gen)
+
+
+def test_a_stopped_distributed_run_resumes_in_one_process(
+    client, movie_file, tiny_model_dir, tmp_path
+):
+    """Stopped after the first chunk: the frames linked so far, into the run's checkpoint;
+    track_frames resumes it (no scheduler) to the uninterrupted single-process result."""
+    from napari_embedtrack.engine.checkpoint import RunCheckpoint
+
+    movie = tifffile.imread(movie_file)
+    want = run(track_frames(movie, tiny_model_dir, tta=False, device="cpu"))
+    checkpoint = RunCheckpoint(tmp_path / "partial", {"movie": "m"})
+    done = []
+    gen = track_frames_distributed(
+        movie_file, tiny_model_dir, client, checkpoint.folder / "distributed.zarr", tta=False,
+        device="cpu", chunk_frames=3, should_stop=lambda: bool(done), checkpoint=checkpoint,
+    )  # fmt: skip
+    stopped = run(gen, lambda p: done.append(p.done) if p.done >= 3 else None)
+    assert not stopped.complete and stopped.n_frames == 3 and checkpoint.frames_done() == 3
+    np.testing.assert_array_equal(_frames(stopped), _frames(want)[:3])
+    got = run(
+        track_frames(
+            movie, tiny_model_dir, tta=False, device="cpu", checkpoint=checkpoint, resume=True
+        )
+    )
+    np.testing.assert_array_equal(_frames(got), _frames(want))
+    np.testing.assert_array_equal(got.lineage, want.lineage)
