@@ -26,7 +26,8 @@ def dataset(tmp_path, movie):
 def test_manifest_is_valid():
     manifest = PluginManifest.from_distribution(PLUGIN)
     assert {w.display_name for w in manifest.contributions.widgets} == {
-        "Track cells (EmbedTrack)", "Fine-tune EmbedTrack", "Review and evaluate (EmbedTrack)"
+        "Track cells (EmbedTrack)", "Fine-tune EmbedTrack", "Review and evaluate (EmbedTrack)",
+        "Edit tracks (EmbedTrack)", "Lineage tree (EmbedTrack)",
     }  # fmt: skip
     manifest.validate_imports()  # every python_name imports
 
