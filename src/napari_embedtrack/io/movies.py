@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,6 +123,9 @@ class _TiffStack:
         self.dtype = np.dtype(dtype)
         self._tif: tifffile.TiffFile | None = None
         self._whole: np.ndarray | None = None
+        # one open file read by page: seek + read must not interleave between threads (dask
+        # reads napari's frames from several; interleaved reads gave corrupt pages)
+        self._lock = threading.Lock()
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             offset = series.dataoffset
@@ -158,18 +162,29 @@ class _TiffStack:
             frame = np.array(m, dtype=self.dtype)  # a copy: the map is closed with ``m``
             del m
             return frame
-        if self.mode == "pages":
-            if self._tif is None:
-                self._tif = tifffile.TiffFile(self.path)
-            return self._tif.series[0].pages[t].asarray()
-        if self._whole is None:
-            self._whole = ctc.read_movie(self.path, self.axes)
-        return self._whole[t]
+        with self._lock:
+            if self.mode == "pages":
+                if self._tif is None:
+                    self._tif = tifffile.TiffFile(self.path)
+                return self._tif.series[0].pages[t].asarray()
+            if self._whole is None:
+                self._whole = ctc.read_movie(self.path, self.axes)
+            return self._whole[t]
 
     def close(self) -> None:
-        if self._tif is not None:
-            self._tif.close()
-            self._tif = None
+        with self._lock:
+            if self._tif is not None:
+                self._tif.close()
+                self._tif = None
+
+    def __getstate__(self) -> dict:  # an open file and a lock do not travel
+        state = dict(self.__dict__)
+        state.update(_tif=None, _whole=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def open_movie(path: str | os.PathLike, axes: str | None = None) -> LazyMovie:
