@@ -17,15 +17,13 @@ from napari_embedtrack import ctc
 from napari_embedtrack.cli import main, partial_folder
 from napari_embedtrack.synthetic import make_movie
 
-N_FRAMES = 20
+N_FRAMES = 30
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def movie_tif(tmp_path_factory):
-    # frames large enough that a run outlasts the signal by many frames on a busy machine
-    # (at 160 x 160 a starved test process once signalled a run already writing its result)
-    movie = make_movie(n_frames=N_FRAMES, shape=(256, 256), n_cells=12, seed=3, radius=(8, 12))
+    movie = make_movie(n_frames=N_FRAMES, shape=(160, 160), n_cells=8, seed=3, radius=(8, 12))
     path = tmp_path_factory.mktemp("resume") / "movie.tif"
     tifffile.imwrite(path, (movie.image * 3000).astype(np.uint16))
     return path
@@ -44,17 +42,25 @@ def _frames_done(out) -> int:
     return int(state["frames_done"])
 
 
+def _default_sigint() -> None:
+    # a test run started in the background (nohup ... &) ignores SIGINT, and a child would
+    # inherit that: Python then installs no KeyboardInterrupt handler and Ctrl-C does nothing
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kill_part_way(movie, out, sig) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(_cmd(movie, out), env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(movie, out), env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     deadline = time.monotonic() + 120
-    while _frames_done(out) < 2:
+    while _frames_done(out) < 3:
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline, "no frame finished within 2 minutes"
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     done = _frames_done(out)
-    assert 2 <= done < N_FRAMES, f"the run was not interrupted part-way ({done} frames kept)"
+    assert 3 <= done < N_FRAMES, f"the run was not interrupted part-way ({done} frames kept)"
     assert not out.exists()  # nothing that looks like a result
     return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
 
