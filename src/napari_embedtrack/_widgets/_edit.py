@@ -31,7 +31,15 @@ from ..ctc import lineage_from_labels, lineage_to_tracks, tracks_to_lineage
 from ..engine import edit as E
 from ..engine.progress import Progress
 from ._inputs import InputError, tracks_of
-from ._layers import find_own, record_corrected, reviewed_frames, tag_of, watch_viewer
+from ._layers import (
+    find_own,
+    follow_layers,
+    layer_choices,
+    record_corrected,
+    reviewed_frames,
+    tag_of,
+    watch_viewer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +106,11 @@ class EditWidget(Container):
         self._writing = False
         self._watched: Labels | None = None
 
-        self._labels = ComboBox(label="labels", choices=self._choices(Labels))
+        self._labels = ComboBox(label="labels", choices=layer_choices(self._viewer, Labels))
         self._labels.tooltip = "The result to edit (label = track id)"
-        self._tracks = ComboBox(label="tracks", choices=self._choices(Tracks), nullable=True)
+        self._tracks = ComboBox(
+            label="tracks", choices=layer_choices(self._viewer, Tracks), nullable=True
+        )
         self._tracks.tooltip = "Its divisions (updated with every edit; none: one is made)"
         self._track = SpinBox(label="track", min=0, max=2**31 - 1)
         self._track.tooltip = "The selected label (pick it with the labels layer's picker)"
@@ -148,17 +158,11 @@ class EditWidget(Container):
         self._undo.clicked.connect(self.undo)
         self._redo.clicked.connect(self.redo)
         self._labels.changed.connect(self._on_labels)
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self.reset_choices)
-        events.inserted.connect(self._pick_defaults)
+        follow_layers(self._viewer, self, self._pick_defaults)
         self.reset_choices()
         self._pick_defaults()
 
     # ------------------------------------------------------------------ layers
-    def _choices(self, kind: type):
-        return lambda _w=None: [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, kind)]
-
     def _pick_defaults(self, _event=None) -> None:
         labels = [ly for ly in self._viewer.layers if isinstance(ly, Labels)]
         own = [ly for ly in labels if (tag_of(ly) or {}).get("kind") == "labels"]

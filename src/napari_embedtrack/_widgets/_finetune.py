@@ -49,7 +49,15 @@ from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, TrainConfig, train
 from ._inputs import InputError, labels_of, movie_of, tracks_of
-from ._layers import find_own, reviewed_frames, tag_of, toggle_reviewed, watch_viewer
+from ._layers import (
+    find_own,
+    follow_layers,
+    layer_choices,
+    reviewed_frames,
+    tag_of,
+    toggle_reviewed,
+    watch_viewer,
+)
 from ._lossplot import LossPlot
 from ._models import DEVICES, registry
 from ._state import session_of
@@ -126,12 +134,14 @@ class FineTuneWidget(Container):
         self.started_from: Path | None = None
         self.scores: dict | None = None
         self.new_model: Path | None = None
-        self._image = ComboBox(label="image", choices=self._choices(Image))
-        self._labels = ComboBox(label="labels", choices=self._choices(Labels))
+        self._image = ComboBox(label="image", choices=layer_choices(self._viewer, Image))
+        self._labels = ComboBox(label="labels", choices=layer_choices(self._viewer, Labels))
         self._labels.tooltip = (
             "Corrected labels, label = track id; frames without labels are ignored"
         )
-        self._tracks = ComboBox(label="tracks", choices=self._choices(Tracks), nullable=True)
+        self._tracks = ComboBox(
+            label="tracks", choices=layer_choices(self._viewer, Tracks), nullable=True
+        )
         self._tracks.tooltip = (
             "Divisions (Tracks graph). None: equal labels in consecutive frames are the same "
             "cell and there are no divisions"
@@ -197,10 +207,7 @@ class FineTuneWidget(Container):
         self._rerun.clicked.connect(self.rerun)
         self.session.tracked.connect(self._on_tracked)
         self.native.destroyed.connect(lambda: self.session.tracked.disconnect(self._on_tracked))
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self.reset_choices)
-        events.inserted.connect(self._pick_tracks)
+        follow_layers(self._viewer, self, self._pick_tracks)
         registry.changed.connect(self._on_registry)
         self.native.destroyed.connect(lambda: registry.changed.disconnect(self._on_registry))
         self.reset_choices()
@@ -211,9 +218,6 @@ class FineTuneWidget(Container):
         self._default_init()
 
     # ------------------------------------------------------------------ choices
-    def _choices(self, kind: type) -> Callable:
-        return lambda _w=None: [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, kind)]
-
     def _init_choices(self, _widget=None) -> list[tuple[str, object]]:
         return [*registry.choices(), ("new model (random weights)", NEW_MODEL)]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import napari
 import numpy as np
@@ -124,6 +124,22 @@ def _mark_edited(layer: Labels) -> None:
             f"{layer.name!r} was edited: it is now yours; re-running or re-clustering "
             "EmbedTrack will write a new layer"
         )
+
+
+# --------------------------------------------------------------------------- layer choices
+def layer_choices(viewer: napari.Viewer, kind: type) -> Callable:
+    """ComboBox choices: the viewer's layers of ``kind``, by name, as they are when asked."""
+    return lambda _w=None: [(ly.name, ly) for ly in viewer.layers if isinstance(ly, kind)]
+
+
+def follow_layers(viewer: napari.Viewer, widget, on_inserted: Callable | None = None) -> None:
+    """Refresh ``widget``'s layer choices when layers are added, removed or reordered, and
+    call ``on_inserted`` (if given) when one is added."""
+    events = viewer.layers.events
+    for ev in (events.inserted, events.removed, events.reordered):
+        ev.connect(widget.reset_choices)
+    if on_inserted is not None:
+        events.inserted.connect(on_inserted)
 
 
 # --------------------------------------------------------------------------- reviewed frames

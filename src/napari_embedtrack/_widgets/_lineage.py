@@ -27,7 +27,7 @@ from napari.layers import Labels, Tracks
 from qtpy.QtCore import QPointF
 
 from ._inputs import tracks_of
-from ._layers import find_own, tag_of
+from ._layers import find_own, follow_layers, layer_choices, tag_of
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,12 @@ class LineageWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = napari_viewer
-        self._tracks = ComboBox(label="tracks", choices=self._choices(Tracks), nullable=True)
-        self._labels = ComboBox(label="labels", choices=self._choices(Labels), nullable=True)
+        self._tracks = ComboBox(
+            label="tracks", choices=layer_choices(self._viewer, Tracks), nullable=True
+        )
+        self._labels = ComboBox(
+            label="labels", choices=layer_choices(self._viewer, Labels), nullable=True
+        )
         self._labels.tooltip = "The labels whose label is selected with a node"
         self._status = Label(label="", value="")
         self.extend([self._tracks, self._labels, self._status])
@@ -111,17 +115,11 @@ class LineageWidget(Container):
         self._tracks.changed.connect(self._on_tracks)
         self._labels.changed.connect(self._on_labels)
         self._viewer.dims.events.current_step.connect(self._sync_from_viewer)
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self.reset_choices)
-        events.inserted.connect(self._pick_defaults)
+        follow_layers(self._viewer, self, self._pick_defaults)
         self.reset_choices()
         self._pick_defaults()
 
     # ------------------------------------------------------------------ layers
-    def _choices(self, kind: type):
-        return lambda _w=None: [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, kind)]
-
     def _pick_defaults(self, _event=None) -> None:
         tracks = [ly for ly in self._viewer.layers if isinstance(ly, Tracks)]
         own = [ly for ly in tracks if (tag_of(ly) or {}).get("kind") == "tracks"]

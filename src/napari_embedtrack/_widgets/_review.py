@@ -39,7 +39,7 @@ from ..engine.cluster import ClusterParams
 from ..engine.confidence import ConfidenceReport, Suspect, iter_confidence
 from ..evaluation import Evaluation, iter_evaluate
 from ._inputs import InputError, tracks_of
-from ._layers import find_own, tag_of, watch_viewer
+from ._layers import find_own, follow_layers, layer_choices, tag_of, watch_viewer
 from ._state import session_of
 from ._worker import TaskRunner
 
@@ -91,9 +91,11 @@ class ReviewWidget(Container):
         self._scored: Labels | None = None  # labels layer of the report / evaluation
         self._old_colormap: dict[int, Any] = {}  # id(labels layer) -> colormap before
 
-        self._labels = ComboBox(label="labels", choices=self._choices(Labels))
+        self._labels = ComboBox(label="labels", choices=layer_choices(self._viewer, Labels))
         self._labels.tooltip = "The tracking result to review (label = track id)"
-        self._tracks = ComboBox(label="tracks", choices=self._choices(Tracks), nullable=True)
+        self._tracks = ComboBox(
+            label="tracks", choices=layer_choices(self._viewer, Tracks), nullable=True
+        )
         self._tracks.tooltip = "Its divisions (Tracks graph); none: no divisions"
         self._find = PushButton(text="Find suspects")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -104,13 +106,17 @@ class ReviewWidget(Container):
         self._fixed = PushButton(text="Mark fixed", enabled=False)
         self._fixed.tooltip = "You corrected the selected item (with the label tools)"
         self._colour = CheckBox(text="colour by confidence (red 0 .. green 1)")
-        self._gt = ComboBox(label="ground truth", choices=self._choices(Labels), nullable=True)
+        self._gt = ComboBox(
+            label="ground truth", choices=layer_choices(self._viewer, Labels), nullable=True
+        )
         self._gt.tooltip = "True labels (CTC TRA markers or full masks), label = track id"
         self._gt_tracks = ComboBox(
-            label="truth tracks", choices=self._choices(Tracks), nullable=True
+            label="truth tracks", choices=layer_choices(self._viewer, Tracks), nullable=True
         )
         self._gt_tracks.tooltip = "Divisions of the truth; none: no divisions"
-        self._gt_seg = ComboBox(label="SEG masks", choices=self._choices(Labels), nullable=True)
+        self._gt_seg = ComboBox(
+            label="SEG masks", choices=layer_choices(self._viewer, Labels), nullable=True
+        )
         self._gt_seg.tooltip = (
             "True segmentation masks for SEG (frames listed in the layer's 'seg_frames' "
             "metadata, else every frame with labels); none: no SEG"
@@ -155,18 +161,12 @@ class ReviewWidget(Container):
         self._labels.changed.connect(self._on_labels)
         self._gt.changed.connect(self._on_gt)
         self._table.itemSelectionChanged.connect(self._on_select)
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self.reset_choices)
-        events.inserted.connect(self._pick_defaults)
+        follow_layers(self._viewer, self, self._pick_defaults)
         self.reset_choices()
         self._pick_defaults()
         self._on_gt(self._gt.value)
 
     # ------------------------------------------------------------------ choices
-    def _choices(self, kind: type):
-        return lambda _w=None: [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, kind)]
-
     def _layer(self, name: str, kind: type):
         layer = next((ly for ly in self._viewer.layers if ly.name == name), None)
         return layer if isinstance(layer, kind) else None

@@ -37,7 +37,14 @@ from ..engine.modelfile import ModelCard
 from ..engine.pipeline import default_cluster_params
 from ._edit import keep_pins  # issue #17: pins survive re-runs and re-clustering
 from ._inputs import InputError, movie_of
-from ._layers import INSPECTION, remove_own, show_inspection, show_result, watch_viewer
+from ._layers import (
+    INSPECTION,
+    follow_layers,
+    remove_own,
+    show_inspection,
+    show_result,
+    watch_viewer,
+)
 from ._models import DEVICES, registry
 from ._state import RunRecord, TrackingState, session_of
 from ._worker import TaskRunner
@@ -115,9 +122,7 @@ class TrackWidget(Container):
         self._cancel.clicked.connect(self.cancel)
         for w in (self._seed, self._score, self._min_size):
             w.changed.connect(self._on_threshold)
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self.reset_choices)
+        follow_layers(self._viewer, self)
         registry.changed.connect(self._on_registry)
         self.native.destroyed.connect(lambda: registry.changed.disconnect(self._on_registry))
         self.native.destroyed.connect(self._forget)
