@@ -15,9 +15,6 @@ from napari_embedtrack.engine import distributed as dist_engine
 from napari_embedtrack.synthetic import make_movie
 
 distributed = pytest.importorskip("distributed")
-# out of the default suite: these comparisons failed intermittently at the end of session 7
-# (masks of the distributed run differ from the single-process run on some runs; issue #16)
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,6 @@ from napari_embedtrack.io.zarr_store import FIELDS, OutputStore
 from napari_embedtrack.synthetic import make_movie
 
 distributed = pytest.importorskip("distributed")
-# out of the default suite: these comparisons failed intermittently at the end of session 7
-# (masks of the distributed run differ from the single-process run on some runs; issue #16)
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -500,6 +500,33 @@ def test_model_mode_restored(model):
         model.eval()
 
 
+def test_threads_sharing_a_fresh_model_get_the_serial_outputs(model):
+    """A dask worker's threads share one cached model and prepare it (device, channels_last,
+    folded BatchNorm) on first use at the same time: before a lock guarded that, 6 of 120
+    such runs differed from the serial outputs on a loaded machine (issue #16)."""
+    import threading
+
+    movie = _movie(3, 40, 48)
+    want = _run(copy.deepcopy(model), movie, tta=False, tile_size=None)
+    for _ in range(8):
+        fresh = copy.deepcopy(model)  # contiguous, as load_model gives it
+        got: list = [None] * 3
+
+        def work(k: int, net=fresh, got=got) -> None:
+            got[k] = _run(net, movie, tta=False, tile_size=None)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for outs in got:
+            for a, b in zip(outs, want, strict=True):
+                np.testing.assert_array_equal(a.offsets, b.offsets)
+                np.testing.assert_array_equal(a.seediness, b.seediness)
+                np.testing.assert_array_equal(a.track_offsets, b.track_offsets)
+
+
 def test_bf16_runs(model):
     (out,) = _run(model, _movie(1, 16, 16), tta=False, amp=True)
     (ref,) = _run(model, _movie(1, 16, 16), tta=False)

@@ -791,11 +791,18 @@ def resize_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out[0, 0].numpy() if image.ndim == 2 else out[0].numpy()
 
 
+#: Held while a model is moved to its device / memory format and its BatchNorm folded: two
+#: threads preparing one model at once (a dask worker's threads sharing a cached model) got
+#: wrong outputs now and then under load; once prepared, runs share the model safely.
+_PREPARE_LOCK = threading.Lock()
+
+
 def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, shape, fold_bn):
     was_training = model.training
-    model.to(predictor.device, memory_format=torch.channels_last).eval()
-    if fold_bn:
-        predictor.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    with _PREPARE_LOCK:
+        model.to(predictor.device, memory_format=torch.channels_last).eval()
+        if fold_bn:
+            predictor.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
     try:
         for t in range(n_frames):
             image = normalize(frames[t], percentiles, frame_index=t)
