@@ -20,12 +20,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.pipeline import default_cluster_params, retrack
 from napari_embedtrack.engine.predict import load_outputs
 from napari_embedtrack.engine.progress import run
+from napari_embedtrack.io import ctc
 
 # name -> overrides; fractions (``*_frac``) are of the card's median cell area, and
 # ``gap_frac`` is of the median cell diameter

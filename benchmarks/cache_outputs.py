@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 from _common import add_model_and_frames
 
-from napari_embedtrack import ctc
 from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.predict import iter_outputs, save_outputs
 from napari_embedtrack.engine.proxy import restyle_movie
+from napari_embedtrack.io import ctc
 
 
 def path_kwargs(path: str, card) -> dict:

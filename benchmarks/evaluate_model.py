@@ -22,11 +22,11 @@ import numpy as np
 import tifffile
 from _common import add_model_and_frames
 
-from napari_embedtrack import ctc
 from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.proxy import STYLES, restyle_movie
+from napari_embedtrack.io import ctc
 
 
 def main() -> None:

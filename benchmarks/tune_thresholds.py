@@ -19,11 +19,11 @@ from pathlib import Path
 
 from _common import add_model_and_frames
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.metrics import seg_score
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.pipeline import retrack, track_movie
 from napari_embedtrack.engine.progress import run
+from napari_embedtrack.io import ctc
 
 
 def main() -> None:

@@ -192,10 +192,10 @@ def review_shot(tmp: Path) -> int:
     sys.modules[spec.name] = planted_mod
     spec.loader.exec_module(planted_mod)
     planted = planted_mod.planted_movie(seed=3)
-    from napari_embedtrack import ctc
     from napari_embedtrack._widgets._state import RunRecord
     from napari_embedtrack.engine.cluster import ClusterParams
     from napari_embedtrack.engine.modelfile import ModelCard
+    from napari_embedtrack.io import ctc
 
     gt_dir = tmp / "planted" / "01_GT"
     seg = {t: planted.truth[t] for t in range(0, planted.truth.shape[0], 3)}
@@ -309,7 +309,7 @@ def edit_shot() -> int:
 
 
 def _lineage(tracks_layer):
-    from napari_embedtrack.ctc import tracks_to_lineage
+    from napari_embedtrack.io.tracks import tracks_to_lineage
 
     return tracks_to_lineage(np.asarray(tracks_layer.data), tracks_layer.graph)
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
 from napari_embedtrack.cli import main
 from napari_embedtrack.engine.link import MAX_TRACKS, Linker, TooManyTracksError
 from napari_embedtrack.engine.pipeline import track_movie
 from napari_embedtrack.engine.progress import run
+from napari_embedtrack.io import ctc
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
 from napari_embedtrack.cli import main
 from napari_embedtrack.engine.predict import load_outputs
+from napari_embedtrack.io import ctc
 from napari_embedtrack.io.zarr_store import open_outputs
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
 from napari_embedtrack.cli import main, partial_folder
+from napari_embedtrack.io import ctc
 from napari_embedtrack.synthetic import make_movie
 
 N_FRAMES = 30

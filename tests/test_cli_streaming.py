@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
 from napari_embedtrack.cli import main, partial_folder
 from napari_embedtrack.engine.checkpoint import RunCheckpoint
 from napari_embedtrack.engine.modelfile import load_model
@@ -20,6 +19,7 @@ from napari_embedtrack.engine.pipeline import default_cluster_params, track_fram
 from napari_embedtrack.engine.postprocess import finish_tracks
 from napari_embedtrack.engine.predict import load_outputs
 from napari_embedtrack.engine.progress import run
+from napari_embedtrack.io import ctc
 from napari_embedtrack.io.movies import open_movie
 from napari_embedtrack.io.zarr_store import OutputStore, open_outputs
 from napari_embedtrack.synthetic import make_movie

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
+from napari_embedtrack.io import ctc
 from napari_embedtrack.synthetic import make_movie
 
 ROOT = Path(__file__).resolve().parents[1]

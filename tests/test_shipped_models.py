@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack._sample_data import CLIPS
 from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.modelfile import SHIPPED_DIR, list_models, load_model
+from napari_embedtrack.io import ctc
 
 N_FRAMES = 6
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_embedtrack.ctc import (
-    consistent_tracks,
-    evaluate,
-    lineage_from_labels,
-    read_ground_truth,
-    read_movie,
-    write_results,
-)
+from napari_embedtrack.io.ctc import evaluate, read_ground_truth, read_movie, write_results
+from napari_embedtrack.io.tracks import consistent_tracks, lineage_from_labels
 from napari_embedtrack.synthetic import SyntheticMovie, make_movie, write_ctc
 
 

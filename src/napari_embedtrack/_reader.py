@@ -2,7 +2,7 @@
 GEFF stores (tracking graph + masks, :mod:`napari_embedtrack.io.geff`).
 
 Each ``get_*_reader`` is cheap and returns None for paths that are not its own (it never
-raises); the reader it returns raises :class:`~napari_embedtrack.ctc.CTCFormatError` with a
+raises); the reader it returns raises :class:`~napari_embedtrack.io.ctc.CTCFormatError` with a
 one-line message for files that look like ours but are broken.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from . import ctc
+from .io import ctc
+from .io.tracks import lineage_to_tracks
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def read_tracks_layers(path) -> list[LayerData]:
         gt = ctc.read_ground_truth(folder)
         labels, lineage, seg = gt.tra, gt.lineage, gt.seg
     layers: list[LayerData] = [(labels, {"name": name}, "labels")]
-    data, graph, props = ctc.lineage_to_tracks(labels, lineage)
+    data, graph, props = lineage_to_tracks(labels, lineage)
     if len(data):
         layers.append((data, {"name": f"{name} tracks", "graph": graph, "properties": props},
                        "tracks"))  # fmt: skip
@@ -178,7 +179,7 @@ def read_geff_layers(path) -> list[LayerData]:
     layers: list[LayerData] = []
     if result.labels is not None:
         layers.append((result.labels, {"name": name}, "labels"))
-        data, graph, props = ctc.lineage_to_tracks(result.labels, result.lineage)
+        data, graph, props = lineage_to_tracks(result.labels, result.lineage)
     else:  # positions from the graph
         order = np.lexsort((nodes["t"], nodes["track_id"]))
         data = np.column_stack([nodes[k][order] for k in ("track_id", "t", "y", "x")])

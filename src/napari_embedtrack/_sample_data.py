@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import ctc
+from .io import ctc
+from .io.tracks import lineage_to_tracks
 from .synthetic import make_movie
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -21,7 +22,7 @@ def synthetic_movie() -> list[tuple]:
     """A 20-frame 192x192 synthetic movie of dividing cells, with its ground-truth labels
     (label = track id) and tracks."""
     movie = make_movie(n_frames=20, shape=(192, 192), n_cells=8, seed=0)
-    data, graph, props = ctc.lineage_to_tracks(movie.labels, movie.lineage)
+    data, graph, props = lineage_to_tracks(movie.labels, movie.lineage)
     return [
         (movie.image, {"name": "synthetic movie"}, "image"),
         (movie.labels, {"name": "synthetic ground truth", "visible": False}, "labels"),
@@ -41,7 +42,7 @@ def clip_layers(dataset: str) -> list[tuple]:
     gt = folder / "01_GT"
     if (gt / "TRA" / "man_track.txt").is_file():
         truth = ctc.read_ground_truth(gt)
-        data, graph, props = ctc.lineage_to_tracks(truth.tra, truth.lineage)
+        data, graph, props = lineage_to_tracks(truth.tra, truth.lineage)
         layers.append((truth.tra, {"name": f"{name} ground truth", "visible": False}, "labels"))
         layers.append((data, {"name": f"{name} ground truth tracks", "graph": graph,
                               "properties": props, "visible": False}, "tracks"))  # fmt: skip

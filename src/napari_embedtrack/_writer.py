@@ -2,7 +2,7 @@
 results folder (``maskNNN.tif`` + ``res_track.txt``), or a GEFF store (the tracking graph +
 the masks, :mod:`napari_embedtrack.io.geff`).
 
-The divisions come from the Tracks layer's graph (:func:`ctc.tracks_to_lineage`); without a
+The divisions come from the Tracks layer's graph (:func:`io.tracks.tracks_to_lineage`); without a
 Tracks layer every label is a track without parent. An existing folder is replaced only if
 it is empty or already a CTC results folder (holds ``res_track.txt`` or only ``mask*.tif``),
 never a folder with other files.
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ctc
+from .io import ctc
+from .io.tracks import tracks_to_lineage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _labels_and_lineage(layer_data: list[tuple], fmt: str) -> tuple[np.ndarray, 
     lineage = None
     if tracks:
         data, meta = tracks[0]
-        lineage = ctc.tracks_to_lineage(np.asarray(data), meta.get("graph") or {})
+        lineage = tracks_to_lineage(np.asarray(data), meta.get("graph") or {})
     return np.asarray(labels[0]), lineage
 
 

@@ -279,12 +279,12 @@ def _run(cfg: dict) -> dict:
     import tifffile
     import torch
 
-    from .ctc import _write_mask
     from .engine.cluster import cluster
     from .engine.link import Linker
     from .engine.modelfile import load_model
     from .engine.pipeline import default_cluster_params
     from .engine.predict import DEFAULT_OVERLAP, iter_outputs, resolve_device
+    from .io.ctc import _write_mask
     from .synthetic import make_movie
 
     import_s = time.perf_counter() - t_import

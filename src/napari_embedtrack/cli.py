@@ -83,7 +83,7 @@ def _positive(text: str) -> int:
 
 
 def _axes(text: str) -> str:
-    from .ctc import _check_axes_text
+    from .io.ctc import _check_axes_text
 
     try:
         return _check_axes_text(text)
@@ -171,11 +171,11 @@ def run_predict(
     clustering run there, ``chunk_frames`` frames per task, into a store in the partial
     folder (which, like the movie, must be on a filesystem the workers share); linking, the
     clean-up and the writing run here (:mod:`.engine.distributed`). Not with ``resume``."""
-    from . import ctc
     from .engine.modelfile import LoadedModel, load_model
     from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
     from .engine.predict import resolve_device
     from .engine.progress import run
+    from .io import ctc
     from .io.movies import open_movie
     from .io.zarr_store import OutputStore, is_zarr_movie
 
@@ -409,8 +409,8 @@ class BatchRow:
 
 
 def _one_line(err: BaseException) -> str:
-    from .ctc import CTCFormatError
     from .engine.modelfile import ModelFileError
+    from .io.ctc import CTCFormatError
 
     if isinstance(err, OSError) and err.strerror and err.filename:
         return f"{err.filename}: {err.strerror}"
@@ -439,9 +439,9 @@ def run_batch(
     Ctrl-C stops the batch: the movie being tracked is not written (its finished frames are
     kept for ``--resume``), the rows so far are returned with the others ``not run``
     (then KeyboardInterrupt is raised again by the caller's choice: see ``main``)."""
-    from .ctc import check_writable
     from .engine.modelfile import LoadedModel, load_model
     from .engine.predict import resolve_device
+    from .io.ctc import check_writable
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -652,8 +652,8 @@ def run_models() -> list[dict]:
 
 def run_demo(out: str | Path, overwrite: bool = False) -> dict:
     """Track the bundled SIM+ clip with the shipped SIM+ model and score it."""
-    from . import ctc
     from ._sample_data import CLIPS
+    from .io import ctc
 
     model = "Fluo-N2DH-SIM+"
     clip = CLIPS[model]
@@ -864,8 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from .ctc import CTCFormatError
     from .engine.modelfile import ModelFileError
+    from .io.ctc import CTCFormatError
 
     try:
         if args.command == "predict":
@@ -874,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_train(args)
             print(f"best model written to {out}", file=sys.stderr)
         elif args.command == "evaluate":
-            from .ctc import score_results
+            from .io.ctc import score_results
 
             print(json.dumps(score_results(args.gt, args.res)))
         elif args.command == "models":
@@ -960,7 +960,7 @@ def _predict_run(args: argparse.Namespace, movies: list[Path], batch: bool, kw: 
             file=sys.stderr,
         )
         if args.gt:
-            from .ctc import score_results
+            from .io.ctc import score_results
 
             print(json.dumps(score_results(args.gt, args.out)))
         return 0

@@ -3,7 +3,7 @@ evaluation, issue #17), with exactly what ``embedtrack evaluate`` computes.
 
 Qt-free. :func:`iter_evaluate` writes both as CTC folders into a temporary folder (the
 ground truth as given; the result as the CTC writer writes it, i.e. made consistent with
-:func:`ctc.consistent_tracks`), scores them with :func:`ctc.score_results` (SEG, DET, TRA,
+:func:`io.tracks.consistent_tracks`), scores them with :func:`io.ctc.score_results` (SEG, DET, TRA,
 CT, TF, BC(1), CCA and the track counts; SEG only with SEG masks) and lists the error cells
 (:func:`engine.confidence.truth_errors`) for the review queue.
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ctc
 from .engine.confidence import Suspect, truth_errors
 from .engine.progress import Progress
+from .io import ctc
+from .io.tracks import lineage_from_labels
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def write_truth(
     :func:`ctc.write_ground_truth`; ground truth whose tracks have gaps (allowed in CTC
     ground truth) is written as given."""
     if lineage is None:
-        lineage = ctc.lineage_from_labels(tra)
+        lineage = lineage_from_labels(tra)
     try:
         ctc.write_ground_truth(gt_dir, tra, lineage, seg=seg)
         return
@@ -95,7 +96,7 @@ def iter_evaluate(
         threads: worker processes of py-ctcmetrics.
 
     Returns:
-        Evaluation: :func:`ctc.score_results`'s scores and the error cells.
+        Evaluation: :func:`io.ctc.score_results`'s scores and the error cells.
 
     Raises:
         ValueError: shapes differ, labels are not integers or exceed 16 bits, or the
@@ -124,7 +125,7 @@ def iter_evaluate(
         yield Progress(2, 4, "scoring (py-ctcmetrics)")
         scores = ctc.score_results(gt_dir, res_dir, threads=threads)
     yield Progress(3, 4, "matching cells")
-    gt_lin = ctc.lineage_from_labels(gt_labels) if gt_lineage is None else gt_lineage
+    gt_lin = lineage_from_labels(gt_labels) if gt_lineage is None else gt_lineage
     errors = truth_errors(labels, lineage, gt_labels, gt_lin)  # the given ids
     yield Progress(4, 4, f"{len(errors)} error(s)")
     return Evaluation(scores, errors)

@@ -4,7 +4,7 @@
 touch without overlapping (each pixel belongs to the cell it is "deepest" in) and divide. The
 result holds the image, exact instance masks whose label is the track id, and the CTC lineage.
 :func:`write_ctc` writes it in the Cell Tracking Challenge layout so that
-:func:`napari_embedtrack.ctc.evaluate` and the training code can use it like real data.
+:func:`napari_embedtrack.io.ctc.evaluate` and the training code can use it like real data.
 
 Choices: cells never leave the frame (centres are reflected at a margin of one cell radius),
 so a track ends only when its cell divides or the movie ends. A division at frame t means the
@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .ctc import PathLike, _atomic_folder, frame_digits, write_ground_truth
+from .io.ctc import PathLike, _atomic_folder, frame_digits, write_ground_truth
 
 log = logging.getLogger(__name__)
 

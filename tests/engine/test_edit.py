@@ -9,10 +9,10 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine import edit as E
 from napari_embedtrack.engine.progress import run
 from napari_embedtrack.evaluation import iter_evaluate
+from napari_embedtrack.io.tracks import consistent_tracks, lineage_from_labels
 
 from .planted import planted_movie
 from .planted_fixes import correct_planted
@@ -221,7 +221,7 @@ def two_cells() -> tuple[np.ndarray, np.ndarray]:
     labels[:, 2:6, 1:5] = 1
     labels[:, 2:6, 7:11] = 2
     labels[:, 8:11, 1:5] = 3
-    return labels, ctc.lineage_from_labels(labels)
+    return labels, lineage_from_labels(labels)
 
 
 def test_pins_come_back_after_a_re_run():
@@ -250,7 +250,7 @@ def test_pins_come_back_after_a_re_run():
     pins = E.pin_cell(labels, lineage, 2, 2)
     lost = labels.copy()
     lost[2][lost[2] == 2] = 0
-    lost, lost_lin = ctc.consistent_tracks(lost, lineage)
+    lost, lost_lin = consistent_tracks(lost, lineage)
     assert len(lost_lin) == 4  # track 2 broken in two
     back, lin, _ = E.impose_pins(lost, lost_lin, pins)
     assert_valid(back, lin)

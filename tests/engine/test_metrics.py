@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.metrics import seg_ious, seg_score
+from napari_embedtrack.io import ctc
 from napari_embedtrack.synthetic import make_movie, write_ctc
 
 

@@ -17,7 +17,8 @@ def test_engine_imports_no_gui():
     assert {"napari_embedtrack.engine.model", "napari_embedtrack.engine.train"} <= set(modules)
     modules += [
         "napari_embedtrack.engine",
-        "napari_embedtrack.ctc",
+        "napari_embedtrack.io.ctc",
+        "napari_embedtrack.io.tracks",
         "napari_embedtrack.synthetic",
         "napari_embedtrack.cli",
     ]

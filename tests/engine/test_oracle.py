@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.link import cluster_and_link, iter_cluster_and_link
 from napari_embedtrack.engine.progress import Progress
+from napari_embedtrack.io import ctc
 
 from .oracle import assert_same_tracking, ideal_outputs, simplify_ground_truth
 

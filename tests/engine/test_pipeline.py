@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.pipeline import (
     default_cluster_params,
@@ -13,6 +12,7 @@ from napari_embedtrack.engine.pipeline import (
     track_movie,
 )
 from napari_embedtrack.engine.progress import Progress, run
+from napari_embedtrack.io import ctc
 
 from .oracle import ideal_outputs
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_embedtrack.ctc import consistent_tracks
 from napari_embedtrack.engine.cluster import ClusterParams, cluster
 from napari_embedtrack.engine.postprocess import (
     close_gaps,
@@ -14,6 +13,7 @@ from napari_embedtrack.engine.postprocess import (
     merge_fragments,
     repair_divisions,
 )
+from napari_embedtrack.io.tracks import consistent_tracks
 
 from .oracle import ideal_bandwidth
 
@@ -32,7 +32,7 @@ def _rows(lineage: np.ndarray) -> dict[int, tuple[int, int, int]]:
 
 def _assert_consistent(labels: np.ndarray, lineage: np.ndarray) -> None:
     """Every id's frames are exactly [start, end]; parents end the frame before their
-    children start; labels and lineage name the same ids; ctc.consistent_tracks agrees."""
+    children start; labels and lineage name the same ids; consistent_tracks agrees."""
     lineage = np.asarray(lineage)
     assert lineage.dtype == np.int64 and lineage.ndim == 2 and lineage.shape[1] == 4
     table = _rows(lineage)

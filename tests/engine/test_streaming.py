@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.link import Linker
 from napari_embedtrack.engine.postprocess import StreamFinisher, finish_tracks
 from napari_embedtrack.engine.progress import run
+from napari_embedtrack.io import ctc
 from napari_embedtrack.synthetic import make_movie
 
 from .oracle import ideal_outputs

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
+from napari_embedtrack.io import ctc
 from napari_embedtrack.io.geff import (
     GeffFormatError,
     find_geff_group,
@@ -18,6 +18,7 @@ from napari_embedtrack.io.geff import (
     tracking_graph,
     write_geff,
 )
+from napari_embedtrack.io.tracks import consistent_tracks, lineage_to_tracks
 from napari_embedtrack.synthetic import make_movie
 
 geff = pytest.importorskip("geff")
@@ -39,7 +40,7 @@ def _check_round_trip(tmp_path, labels, lineage):
 
     np.testing.assert_array_equal(back.labels, ctc_labels)
     np.testing.assert_array_equal(back.lineage, ctc_lineage)
-    want_labels, want_lineage = ctc.consistent_tracks(labels, lineage)
+    want_labels, want_lineage = consistent_tracks(labels, lineage)
     np.testing.assert_array_equal(back.labels, want_labels)
     np.testing.assert_array_equal(back.lineage, want_lineage)
     np.testing.assert_array_equal(res_lineage, want_lineage)
@@ -76,7 +77,7 @@ def _check_round_trip(tmp_path, labels, lineage):
     # written == read; centroids and areas of the masks
     for key in ("t", "y", "x", "track_id", "area", "lineage_id"):
         np.testing.assert_array_equal(back.nodes[key], written.nodes[key])
-    data, _graph, props = ctc.lineage_to_tracks(want_labels, want_lineage)
+    data, _graph, props = lineage_to_tracks(want_labels, want_lineage)
     order = np.lexsort((nodes["t"], nodes["track_id"]))
     np.testing.assert_allclose(data[:, 2], nodes["y"][order])
     np.testing.assert_allclose(data[:, 3], nodes["x"][order])
@@ -177,7 +178,7 @@ def test_foreign_geff_tracklets_and_relabelled_masks(tmp_path, small_movie):
 
     assert find_geff_group(root) == root / "graph"
     back = read_geff(root)
-    relabel = ctc.consistent_tracks(back.labels, back.lineage)
+    relabel = consistent_tracks(back.labels, back.lineage)
     np.testing.assert_array_equal(relabel[1], back.lineage)  # masks agree with the lineage
     # same tracks and divisions up to the track ids
     mapping = dict(zip(back.nodes["track_id"].tolist(), nodes["track_id"].tolist(), strict=True))

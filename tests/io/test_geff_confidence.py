@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_embedtrack._writer import write_geff_store
-from napari_embedtrack.ctc import lineage_to_tracks
 from napari_embedtrack.engine.confidence import score_tracking
 from napari_embedtrack.io.geff import (
     confidence_props,
@@ -15,6 +14,7 @@ from napari_embedtrack.io.geff import (
     values_per_node,
     write_geff,
 )
+from napari_embedtrack.io.tracks import lineage_to_tracks
 from napari_embedtrack.synthetic import make_movie
 
 pytest.importorskip("geff")

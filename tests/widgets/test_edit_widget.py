@@ -18,13 +18,13 @@ from napari_embedtrack._widgets import EditWidget, LineageWidget, TrackWidget
 from napari_embedtrack._widgets._edit import pins_of
 from napari_embedtrack._widgets._layers import reviewed_frames, tag_of
 from napari_embedtrack._widgets._state import RunRecord
-from napari_embedtrack.ctc import tracks_to_lineage
 from napari_embedtrack.engine import edit as E
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.modelfile import ModelCard
 from napari_embedtrack.engine.pipeline import default_cluster_params
 from napari_embedtrack.engine.progress import run
 from napari_embedtrack.evaluation import iter_evaluate
+from napari_embedtrack.io.tracks import tracks_to_lineage
 
 TIMEOUT = 120_000
 ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engine"

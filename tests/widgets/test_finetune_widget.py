@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_embedtrack import ctc
 from napari_embedtrack._widgets import FineTuneWidget, TrackWidget
 from napari_embedtrack._widgets._layers import reviewed_frames, tag_of
 from napari_embedtrack._widgets._models import registry
 from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.io.tracks import lineage_to_tracks
 
 TIMEOUT = 180_000  # ms
 
@@ -20,7 +20,7 @@ def setup(make_napari_viewer, movie, tiny_model):
     viewer = make_napari_viewer()
     viewer.add_image(movie.image, name="movie")
     labels = viewer.add_labels(movie.labels, name="truth")
-    data, graph, props = ctc.lineage_to_tracks(movie.labels, movie.lineage)
+    data, graph, props = lineage_to_tracks(movie.labels, movie.lineage)
     tracks = viewer.add_tracks(data, graph=graph, properties=props, name="truth tracks")
     tune = FineTuneWidget(viewer)
     track = TrackWidget(viewer)

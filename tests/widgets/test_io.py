@@ -8,9 +8,11 @@ import tifffile
 from napari.layers import Image, Labels, Tracks
 from npe2 import PluginManifest
 
-from napari_embedtrack import _sample_data, ctc
+from napari_embedtrack import _sample_data
 from napari_embedtrack._reader import get_geff_reader, get_movie_reader, get_tracks_reader
 from napari_embedtrack._writer import write_ctc_results, write_geff_store
+from napari_embedtrack.io import ctc
+from napari_embedtrack.io.tracks import lineage_to_tracks
 from napari_embedtrack.synthetic import write_ctc
 
 PLUGIN = "napari-embedtrack"
@@ -119,7 +121,7 @@ def test_geff_write_and_read_through_the_viewer(make_napari_viewer, tmp_path, mo
 
     viewer = make_napari_viewer()
     labels = viewer.add_labels(movie.labels, name="labels: movie")
-    data, graph, props = ctc.lineage_to_tracks(movie.labels, movie.lineage)
+    data, graph, props = lineage_to_tracks(movie.labels, movie.lineage)
     tracks = viewer.add_tracks(data, graph=graph, properties=props, name="tracks: movie")
     out = tmp_path / "movie.geff"
     viewer.layers.selection = {labels, tracks}

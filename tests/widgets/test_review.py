@@ -14,13 +14,13 @@ import pytest
 from napari.layers import Labels, Tracks
 from napari.utils.colormaps import DirectLabelColormap
 
-from napari_embedtrack import ctc
 from napari_embedtrack._widgets import ReviewWidget, TrackWidget
 from napari_embedtrack._widgets._review import QUEUE
 from napari_embedtrack._widgets._state import RunRecord
 from napari_embedtrack.cli import main
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.modelfile import ModelCard
+from napari_embedtrack.io import ctc
 
 TIMEOUT = 120_000  # ms; the CPU is shared with other jobs
 PLUGIN = "napari-embedtrack"

@@ -27,9 +27,9 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Labels, Tracks
 from napari.utils.notifications import show_error
 
-from ..ctc import lineage_from_labels, lineage_to_tracks, tracks_to_lineage
 from ..engine import edit as E
 from ..engine.progress import Progress
+from ..io.tracks import lineage_from_labels, lineage_to_tracks, tracks_to_lineage
 from ._inputs import InputError, tracks_of
 from ._layers import (
     find_own,

@@ -43,11 +43,11 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QMessageBox
 
-from ..ctc import tracks_to_lineage
 from ..engine.data import sequence_from_arrays
 from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, TrainConfig, train
+from ..io.tracks import tracks_to_lineage
 from ._inputs import InputError, labels_of, movie_of, tracks_of
 from ._layers import (
     find_own,

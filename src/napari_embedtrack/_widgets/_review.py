@@ -34,10 +34,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-from ..ctc import tracks_to_lineage
 from ..engine.cluster import ClusterParams
 from ..engine.confidence import ConfidenceReport, Suspect, iter_confidence
 from ..evaluation import Evaluation, iter_evaluate
+from ..io.tracks import tracks_to_lineage
 from ._inputs import InputError, tracks_of
 from ._layers import find_own, follow_layers, layer_choices, tag_of, watch_viewer
 from ._state import session_of

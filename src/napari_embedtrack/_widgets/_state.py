@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-from ..ctc import lineage_to_tracks
 from ..engine.checkpoint import RunCheckpoint
 from ..engine.cluster import ClusterParams
 from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
@@ -40,6 +39,7 @@ from ..engine.pipeline import RawTracks, retrack_frames, track_frames
 from ..engine.predict import resolve_device
 from ..engine.progress import Progress, run
 from ..io.movies import LazyMovie
+from ..io.tracks import lineage_to_tracks
 from ..io.zarr_store import OutputStore, _open_array
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_embedtrack import ctc
+from napari_embedtrack.io import ctc
 
 # folder -> (dataset, frames, rows, columns)
 CLIPS = {

@@ -209,7 +209,7 @@ def load_ctc_sequence(
     ``data_dir`` may be the dataset folder (then ``seq`` or the first sequence with GT is used)
     or the sequence folder itself (``.../01``).
     """
-    from .. import ctc
+    from ..io import ctc
 
     data_dir = Path(data_dir)
     if (data_dir.parent / f"{data_dir.name}_GT").is_dir():

@@ -800,12 +800,13 @@ def check_result(labels, lineage) -> None:
     """Raise ValueError unless ``labels`` / ``lineage`` are a valid CTC result: unique ids,
     every track present in every frame of [start, end] and nowhere else, parents listed and
     ending before their daughters start (the CTC reader's checks)."""
-    from .. import ctc
+    from ..io import ctc
+    from ..io.tracks import _present_ids
 
     labels = np.asarray(labels)
     lineage = np.asarray(lineage, np.int64).reshape(-1, 4)
     ctc._check_lineage_table(lineage, "lineage", exc=ValueError)
     ctc._check_masks_against_lineage(
-        [ctc._present_ids(f) for f in labels], lineage, lambda t: f"frame {t}", "lineage",
+        [_present_ids(f) for f in labels], lineage, lambda t: f"frame {t}", "lineage",
         require_full=True, exc=ValueError,
     )  # fmt: skip

@@ -11,7 +11,7 @@ Two stages, both streaming (memory flat in the movie's length, issue #16):
    frame's encoder features; only the linker is sequential.
 2. :class:`~.postprocess.StreamFinisher` (``RawTracks.finisher()``): the track clean-up
    over the stored frames, a few frames at a time; its ``frames()`` feed a writer
-   (:func:`napari_embedtrack.ctc.write_results_frames`, a zarr array) or a stack.
+   (:func:`napari_embedtrack.io.ctc.write_results_frames`, a zarr array) or a stack.
 
 :func:`track_movie` runs both and returns the labels in memory (:class:`TrackingResult`); the
 CLI writes the finished frames straight into the result folder. Both are generators that

@@ -332,12 +332,13 @@ def _window_tra(
     """Official TRA (py-ctcmetrics) of tracked labels on consecutive frames of a sequence;
     the sequence's known cell pixels (masks or markers) are the reference. None when the
     frames are not consecutive or hold no reference."""
-    from .. import ctc
+    from ..io import ctc
+    from ..io.tracks import lineage_from_labels
 
     if len(frames) < 2 or frames != list(range(frames[0], frames[-1] + 1)):
         return None
     tra = s.track[frames].astype(np.uint16)
-    gt = ctc.lineage_from_labels(tra)
+    gt = lineage_from_labels(tra)
     if gt.size == 0:
         return None
     present = {int(r[0]): (int(r[1]), int(r[2])) for r in gt}

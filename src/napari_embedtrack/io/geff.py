@@ -1,5 +1,5 @@
 """The tracking graph as a GEFF store (https://liveimagetrackingtools.org/geff), beside the CTC
-results folder (:func:`napari_embedtrack.ctc.write_results`).
+results folder (:func:`napari_embedtrack.io.ctc.write_results`).
 
 Qt-free; imports the optional ``geff`` package lazily (``pip install
 napari-embedtrack[geff]``).
@@ -15,7 +15,7 @@ The masks are a GEFF *related object* of the graph (``{"type": "labels", "path":
 its frame of ``labels``. The graph has one node per cell per frame (a track id present in a
 frame), an edge from each node to the same track's node in the next frame, and an edge from
 a parent track's last node to each daughter track's first node. Labels and lineage are made
-consistent first (:func:`napari_embedtrack.ctc.consistent_tracks`), exactly as the CTC
+consistent first (:func:`napari_embedtrack.io.tracks.consistent_tracks`), exactly as the CTC
 writer does, so a time gap inside a track becomes a new track whose parent is the piece
 before the gap (a parent with one child).
 
@@ -46,7 +46,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import __version__, ctc
+from .. import __version__
+from . import ctc
+from .tracks import _label_centroids, consistent_tracks
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +116,18 @@ def tracking_graph(labels: np.ndarray, lineage: np.ndarray | None = None) -> Tra
     Returns
     -------
     TrackingGraph
-        ``labels`` / ``lineage`` after :func:`ctc.consistent_tracks`; ``nodes`` with
+        ``labels`` / ``lineage`` after :func:`consistent_tracks`; ``nodes`` with
         ``node_id`` and :data:`NODE_PROPS`; ``edges`` with ``source``, ``target`` and
         ``division``.
     """
-    out, lin = ctc.consistent_tracks(labels, lineage)
+    out, lin = consistent_tracks(labels, lineage)
     given = np.asarray(labels)
     if given.ndim == 2:
         given = given[None]
     relabelled = not np.array_equal(out, given)
     rows = []  # t, y, x, track_id, area
     for t in range(out.shape[0]):
-        ids, cents, areas = ctc._label_centroids(out[t])
+        ids, cents, areas = _label_centroids(out[t])
         if not ids.size:
             continue
         order = np.arange(ids.size)
@@ -192,7 +194,7 @@ def values_per_node(
     ``tracking_graph(labels, ...)``, masked where none was given (NaN counts as none).
 
     Nodes are matched by frame and the label value in the given ``labels`` (a time gap split
-    by :func:`ctc.consistent_tracks` keeps its nodes' given label), so values computed on
+    by :func:`consistent_tracks` keeps its nodes' given label), so values computed on
     the labels as they are line up with the graph written from them.
     """
     labels = np.asarray(labels)
@@ -386,7 +388,7 @@ def write_geff(
     Returns
     -------
     TrackingGraph
-        What was written (masks and lineage after :func:`ctc.consistent_tracks`).
+        What was written (masks and lineage after :func:`consistent_tracks`).
 
     Raises
     ------

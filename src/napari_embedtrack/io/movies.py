@@ -1,7 +1,7 @@
 """Movies read one frame at a time (issue #16): CTC sequence folders, TIFF stacks (memory-mapped
 where the file allows, else page by page), zarr arrays and OME-Zarr images.
 
-:func:`open_movie` takes the same paths and ``axes`` as :func:`napari_embedtrack.ctc.read_movie`
+:func:`open_movie` takes the same paths and ``axes`` as :func:`napari_embedtrack.io.ctc.read_movie`
 and checks them the same way (same one-line errors), but returns a :class:`LazyMovie`: the
 pixels of frame ``t`` are read when ``movie[t]`` is asked for, so tracking a long movie holds
 one frame (plus what the reader caches) in memory instead of the whole file.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .. import ctc
+from . import ctc
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def open_movie(path: str | os.PathLike, axes: str | None = None) -> LazyMovie:
     Args:
         path: a CTC sequence folder of ``tNNN.tif``, a TIFF stack or 2D TIFF, a zarr array or
             an OME-Zarr image (a folder).
-        axes: a TIFF stack's axes, as for :func:`napari_embedtrack.ctc.read_movie`.
+        axes: a TIFF stack's axes, as for :func:`napari_embedtrack.io.ctc.read_movie`.
 
     Raises:
         CTCFormatError / ValueError: the one-line errors of ``ctc.read_movie`` (checked from

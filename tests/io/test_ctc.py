@@ -1,4 +1,6 @@
-"""Tests for napari_embedtrack.ctc: CTC I/O, lineage helpers, napari Tracks and evaluation."""
+"""Tests for napari_embedtrack.io.ctc: CTC folders read and written, and evaluation.
+
+Lineage <-> napari Tracks and consistent_tracks on their own: test_tracks.py."""
 
 from __future__ import annotations
 
@@ -10,22 +12,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_embedtrack import ctc
-from napari_embedtrack.ctc import (
+from napari_embedtrack.io import ctc
+from napari_embedtrack.io.ctc import (
     CTCFormatError,
     GroundTruth,
-    consistent_tracks,
     evaluate,
     frame_digits,
-    lineage_from_labels,
-    lineage_to_tracks,
     read_ground_truth,
     read_movie,
     read_results,
-    tracks_to_lineage,
     write_ground_truth,
     write_results,
 )
+from napari_embedtrack.io.tracks import consistent_tracks, lineage_to_tracks, tracks_to_lineage
 
 CTC_DATASETS = ("Fluo-N2DH-SIM+", "Fluo-N2DH-GOWT1", "Fluo-C2DL-MSC")
 # windows of frames (with SEG annotations and, on SIM+, divisions) for the fast variants
@@ -93,20 +92,6 @@ def _write_frames(folder: Path, frames, prefix="t", digits=3) -> list[Path]:
         tifffile.imwrite(path, np.asarray(frame))
         paths.append(path)
     return paths
-
-
-def _gap_labels() -> tuple[np.ndarray, np.ndarray]:
-    """Track 1 in frames 0-1 and 3-4 (gap at 2), dividing into 2 and 3 at frame 5."""
-    labels = np.zeros((7, 16, 16), np.uint16)
-    for t in (0, 1, 3, 4):
-        labels[t, 2:6, 2:6] = 1
-    labels[5:, 2:6, 2:4] = 2
-    labels[5:, 9:13, 2:6] = 3
-    labels[:, 10:14, 10:14] = 5  # a track present throughout
-    lineage = np.array(
-        [[1, 0, 4, 0], [2, 5, 6, 1], [3, 5, 6, 1], [5, 0, 6, 0], [9, 0, 3, 0], [10, 4, 6, 9]]
-    )  # 9 is not in the masks: dropped, its child 10 is not in the masks either
-    return labels, lineage
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,8 +205,8 @@ def test_write_results_ndigits_and_2d(tmp_path):
         write_results(tmp_path / "b", np.zeros((11, 4, 4), np.uint8), ndigits=1)
 
 
-def test_time_gap_split_keeps_parent_links(tmp_path):
-    labels, lineage = _gap_labels()
+def test_time_gap_split_keeps_parent_links(tmp_path, gap_labels):
+    labels, lineage = gap_labels
     written_labels, written = write_results(tmp_path / "res", labels, lineage)
     # piece after the gap gets a fresh id (max id seen + 1 = 11) linked to the first piece;
     # the daughters hang from the last piece; tracks 9 and 10 (absent from masks) are dropped
@@ -234,25 +219,13 @@ def test_time_gap_split_keeps_parent_links(tmp_path):
     np.testing.assert_array_equal(read_lineage, expected)
 
 
-def test_time_gap_split_scores_perfect_against_split_gt(tmp_path):
-    labels, lineage = _gap_labels()
+def test_time_gap_split_scores_perfect_against_split_gt(tmp_path, gap_labels):
+    labels, lineage = gap_labels
     gt_labels, gt_lineage = consistent_tracks(labels, lineage)
     write_ground_truth(tmp_path / "GT", gt_labels, gt_lineage, seg={0: gt_labels[0]})
     write_results(tmp_path / "RES", labels, lineage)  # splits the gap itself
     scores = evaluate(tmp_path / "GT", tmp_path / "RES")
     assert scores == pytest.approx({**scores, "SEG": 1.0, "DET": 1.0, "TRA": 1.0})
-
-
-def test_consistent_tracks_repairs_lineage():
-    labels = np.zeros((4, 8, 8), np.uint16)
-    labels[0:2, 0:2, 0:2] = 1
-    labels[1:4, 4:6, 4:6] = 2  # claims parent 1, but starts while 1 is still present
-    labels[2:4, 0:2, 4:6] = 3  # not in the lineage
-    lineage = np.array([[1, 0, 9, 0], [2, 2, 3, 1], [4, 0, 3, 0]])
-    out_labels, out = consistent_tracks(labels, lineage)
-    np.testing.assert_array_equal(out, [[1, 0, 1, 0], [2, 1, 3, 0], [3, 2, 3, 0]])
-    np.testing.assert_array_equal(out_labels, labels)
-    assert out_labels is not labels
 
 
 def test_write_results_refuses_overwrite(tmp_path, synthetic_movie):
@@ -308,65 +281,6 @@ def test_write_results_rejects_bad_labels(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         write_results(tmp_path / "d", np.zeros((1, 4, 4), np.uint16), np.zeros((2, 3)))
     assert list(tmp_path.iterdir()) == []
-
-
-# --------------------------------------------------------------------------------------------
-# lineage helpers and napari Tracks
-# --------------------------------------------------------------------------------------------
-
-
-def test_lineage_from_labels():
-    labels, _ = _gap_labels()
-    lineage = lineage_from_labels(labels)
-    assert lineage.dtype == np.int64
-    np.testing.assert_array_equal(lineage, [[1, 0, 4, 0], [2, 5, 6, 0], [3, 5, 6, 0], [5, 0, 6, 0]])
-    assert lineage_from_labels(np.zeros((3, 4, 4), np.uint8)).shape == (0, 4)
-
-
-def test_lineage_to_tracks_and_back():
-    labels = np.zeros((4, 10, 10), np.uint16)
-    labels[0:2, 0:2, 0:4] = 1  # centroid (0.5, 1.5)
-    labels[2:4, 6:9, 6:9] = 2  # centroid (7, 7)
-    labels[2:3, 0:1, 0:1] = 3
-    labels[3, 4, 4] = 4
-    lineage = np.array([[1, 0, 1, 0], [2, 2, 3, 1], [3, 2, 2, 1], [4, 3, 3, 3], [8, 0, 0, 0]])
-    data, graph, props = lineage_to_tracks(labels, lineage)
-    np.testing.assert_allclose(
-        data,
-        [
-            [1, 0, 0.5, 1.5],
-            [1, 1, 0.5, 1.5],
-            [2, 2, 7, 7],
-            [2, 3, 7, 7],
-            [3, 2, 0, 0],
-            [4, 3, 4, 4],
-        ],
-    )
-    assert graph == {2: [1], 3: [1], 4: [3]}
-    np.testing.assert_array_equal(props["generation"], [0, 0, 1, 1, 1, 2])
-    np.testing.assert_array_equal(props["track_length"], [2, 2, 2, 2, 1, 1])
-    np.testing.assert_array_equal(props["parent"], [0, 0, 1, 1, 1, 3])
-    np.testing.assert_array_equal(props["root"], [1, 1, 1, 1, 1, 1])
-    np.testing.assert_array_equal(props["area"], [8, 8, 9, 9, 1, 1])
-    assert all(len(v) == len(data) for v in props.values())
-
-    back = tracks_to_lineage(data, graph)
-    np.testing.assert_array_equal(back, lineage[:4])
-    # napari also accepts scalar parents
-    np.testing.assert_array_equal(tracks_to_lineage(data, {2: 1, 3: 1, 4: 3}), lineage[:4])
-
-
-def test_lineage_to_tracks_empty_and_errors():
-    data, graph, props = lineage_to_tracks(np.zeros((2, 4, 4), np.uint16))
-    assert data.shape == (0, 4) and graph == {} and props["generation"].shape == (0,)
-    assert tracks_to_lineage(np.zeros((0, 4))).shape == (0, 4)
-    data = np.array([[1, 0, 1, 1], [2, 1, 2, 2], [3, 2, 2, 2]], float)
-    with pytest.raises(ValueError, match="parents"):
-        tracks_to_lineage(data, {3: [1, 2]})
-    with pytest.raises(ValueError, match="integer"):
-        tracks_to_lineage(np.array([[1, 0.5, 1, 1]]))
-    # unknown parent ignored
-    np.testing.assert_array_equal(tracks_to_lineage(data, {2: [7]})[:, 3], [0, 0, 0])
 
 
 # --------------------------------------------------------------------------------------------
