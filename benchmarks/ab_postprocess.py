@@ -63,6 +63,15 @@ _FINAL = VARIANTS["fragments 0.2, divisions one-frame, gaps, drop single"]
 for _key, _values in (("seed_threshold", (0.2, 0.3, 0.4, 0.5)), ("score_threshold", (0.1, 0.3))):
     for _v in _values:
         VARIANTS[f"final, {_key} {_v}"] = {**_FINAL, _key: _v}
+# session 8: gaps of several frames (dim cells missed for a few frames) and small isolated
+# tracks (debris, pieces of cells); ``small_frac`` is of the median cell area
+for _k in (3, 5):
+    VARIANTS[f"final, gaps of up to {_k} frames"] = {**_FINAL, "max_gap": _k}
+for _f in (0.25, 0.35):
+    VARIANTS[f"final, small tracks {_f}"] = {**_FINAL, "small_frac": _f}
+    VARIANTS[f"final, gaps of up to 5 frames, small tracks {_f}"] = {
+        **_FINAL, "max_gap": 5, "small_frac": _f
+    }  # fmt: skip
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
@@ -72,6 +81,7 @@ def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterPara
     frag = kw.pop("fragment_frac", 0.0)
     daughter = kw.pop("daughter_frac", None)
     gap = kw.pop("gap_frac", 0.0)
+    small = kw.pop("small_frac", 0.0)
     diameter = 2.0 * math.sqrt(cell_size / math.pi)
     return replace(
         base,
@@ -79,6 +89,7 @@ def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterPara
         fragment_size=round(frag * cell_size),
         min_daughter_size=-1 if daughter is None else round(daughter * cell_size),
         gap_distance=gap * diameter,
+        min_track_area=round(small * cell_size),
         **kw,
     )
 
@@ -96,7 +107,10 @@ def main() -> None:
     if not cell_size:
         raise SystemExit("the model card has no cell_size: pass --cell-size")
     base = default_cluster_params(card)
-    base = replace(base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, drop_single=False)
+    base = replace(
+        base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
+        drop_single=False, min_track_area=0,
+    )  # fmt: skip
     cache = Path(args.cache)
     rows = []
     for style in args.styles:

@@ -9,6 +9,7 @@ from napari_embedtrack.engine.cluster import ClusterParams, cluster
 from napari_embedtrack.engine.postprocess import (
     close_gaps,
     drop_single_frame_tracks,
+    drop_small_tracks,
     finish_tracks,
     merge_fragments,
     repair_divisions,
@@ -385,6 +386,61 @@ def test_close_gap_requires_exactly_one_missing_frame():
     np.testing.assert_array_equal(olin, lin)
 
 
+def test_close_gap_of_several_frames_with_max_gap():
+    """Two frames missing: bridged with max_gap 2 (not with 1); the mask moves 1/3 and 2/3 of
+    the way in the missing frames."""
+    lab = _movie(6, 20, 40)
+    lab[0:2, 5:9, 5:9] = 1  # centroid (6.5, 6.5)
+    lab[4:6, 5:9, 11:15] = 2  # centroid (6.5, 12.5): 6 px away
+    lin = _lineage([[1, 0, 1, 0], [2, 4, 5, 0]])
+    out, olin = close_gaps(lab, lin, gap_distance=10, max_gap=1)
+    np.testing.assert_array_equal(out, lab)
+    out, olin = close_gaps(lab, lin, gap_distance=10, max_gap=2)
+    assert _rows(olin) == {1: (0, 5, 0)}
+    for t, x in ((2, 8.5), (3, 10.5)):
+        ys, xs = np.nonzero(out[t] == 1)
+        assert ys.size == 16 and np.mean(xs) == pytest.approx(x)
+    np.testing.assert_array_equal(out[4:6][lab[4:6] == 2], 1)
+    _assert_consistent(out, olin)
+    out, olin = close_gaps(lab, lin, gap_distance=5, max_gap=3)  # too far
+    np.testing.assert_array_equal(out, lab)
+
+
+def test_close_gap_prefers_the_shorter_gap_to_the_nearer_track():
+    lab = _movie(6, 20, 40)
+    lab[0:2, 5:9, 5:9] = 1
+    lab[3:6, 5:9, 10:14] = 2  # one frame missing, 5 px away
+    lab[4:6, 5:9, 6:10] = 3  # two frames missing, 1 px away: the longer gap loses
+    lin = _lineage([[1, 0, 1, 0], [2, 3, 5, 0], [3, 4, 5, 0]])
+    out, olin = close_gaps(lab, lin, gap_distance=10, max_gap=3)
+    assert _rows(olin) == {1: (0, 5, 0), 3: (4, 5, 0)}
+    _assert_consistent(out, olin)
+
+
+def test_drop_small_tracks_by_median_area():
+    lab = _movie(4, 20, 40)
+    lab[0:4, 2:8, 2:8] = 1  # 36 px: kept
+    lab[1:3, 12:14, 2:4] = 2  # 4 px, no parent or children: dropped
+    lab[0:3, 12:16, 12:16] = 3  # 16 px in two frames, 1 px in one: median 16, kept
+    lab[2, 12:16, 12:16] = 0
+    lab[2, 12, 12] = 3
+    lab[0, 2:4, 30:32] = 4  # small parent of two small daughters: all kept
+    lab[1:4, 2:4, 30:32] = 5
+    lab[1:4, 6:8, 30:32] = 6
+    lin = _lineage([[1, 0, 3, 0], [2, 1, 2, 0], [3, 0, 2, 0], [4, 0, 0, 0], [5, 1, 3, 4],
+                    [6, 1, 3, 4]])  # fmt: skip
+    _assert_consistent(lab, lin)
+    out, olin = drop_small_tracks(lab, lin, min_track_area=10)
+    assert set(_rows(olin)) == {1, 3, 4, 5, 6}
+    assert not (out == 2).any()
+    np.testing.assert_array_equal(out[lab != 2], lab[lab != 2])
+    _assert_consistent(out, olin)
+    out, olin = drop_small_tracks(lab, lin, min_track_area=20)  # 3 goes too
+    assert set(_rows(olin)) == {1, 4, 5, 6}
+    params = ClusterParams(min_track_area=20)
+    np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
+
+
 def test_close_gap_ignores_tracks_with_children_or_parent():
     lab = _movie(5, 20, 40)
     lab[0:2, 5:9, 5:9] = 1  # A has children 3, 4 starting at frame 2 elsewhere
@@ -540,6 +596,10 @@ def test_params_validation_of_new_options():
         ClusterParams(gap_distance=-0.5)
     with pytest.raises(ValueError):
         ClusterParams(min_daughter_size=-2)
+    with pytest.raises(ValueError, match="max_gap"):
+        ClusterParams(max_gap=0)
+    with pytest.raises(ValueError, match="min_track_area"):
+        ClusterParams(min_track_area=-1)
     ClusterParams(acceptance="gain", fragment_size=0, min_daughter_size=-1)
     assert ClusterParams().acceptance == "proposal"
 

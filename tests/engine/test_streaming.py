@@ -29,12 +29,17 @@ def _corrupted_tracking(seed: int, n_frames: int = 24):
     offsets = ideal_outputs(truth, movie.lineage, 1 / 255)
     linker = Linker()
     tracked = []
+    hidden: dict[int, int] = {}  # cell -> last frame it is missed in
     for t in range(n_frames):
         frame = truth[t].astype(np.int64).copy()
         ids = [i for i in np.unique(frame) if i]
         for cell in ids:
             r = rng.random()
-            if r < 0.06 and 0 < t < n_frames - 1:  # missed for one frame
+            missed = r < 0.06 and 0 < t < n_frames - 1  # missed for one frame
+            if hidden.get(cell, -1) >= t or missed:
+                frame[frame == cell] = 0
+            elif r < 0.09 and 0 < t < n_frames - 3:  # missed for two or three frames
+                hidden[cell] = t + int(rng.integers(1, 3))
                 frame[frame == cell] = 0
             elif r < 0.14:  # cut in two: a one-frame daughter or a fragment
                 ys, xs = np.nonzero(frame == cell)
@@ -54,6 +59,11 @@ PARAMS = [
     ClusterParams(min_daughter_size=30, gap_distance=20.0, drop_single=False),
     ClusterParams(min_daughter_size=-1, gap_distance=12.0, drop_single=True),
     ClusterParams(min_daughter_size=0, gap_distance=0.0, drop_single=True),
+    ClusterParams(
+        min_daughter_size=0, gap_distance=12.0, max_gap=3, drop_single=True, min_track_area=40
+    ),
+    ClusterParams(gap_distance=20.0, max_gap=2),
+    ClusterParams(min_track_area=60),
     ClusterParams(),
 ]
 

@@ -95,10 +95,15 @@ class ClusterParams:
         single frame, is undone (the larger daughter continues the track); 0 checks only
         the one-frame rule, -1 (the default) turns the check off. See :mod:`.postprocess`.
     gap_distance : float
-        Linking: a track lost for one frame is joined to a track starting within this
-        many pixels one frame later (0: off).
+        Linking: a track lost for up to ``max_gap`` frames is joined to a track starting
+        within this many pixels after the gap (0: off).
+    max_gap : int
+        Linking: the longest gap (missing frames) that ``gap_distance`` bridges.
     drop_single : bool
         Linking: remove one-frame tracks without parent or children.
+    min_track_area : int
+        Linking: remove tracks without parent or children whose median area is below this
+        many pixels (0: off).
     """
 
     seed_threshold: float = 0.5
@@ -112,7 +117,9 @@ class ClusterParams:
     fragment_size: int = 0
     min_daughter_size: int = -1
     gap_distance: float = 0.0
+    max_gap: int = 1
     drop_single: bool = False
+    min_track_area: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -127,6 +134,11 @@ class ClusterParams:
             raise ValueError(
                 "fragment_size and gap_distance must be >= 0 and min_daughter_size >= -1, got "
                 f"{self.fragment_size}, {self.gap_distance}, {self.min_daughter_size}"
+            )
+        if self.max_gap < 1 or self.min_track_area < 0:
+            raise ValueError(
+                "max_gap must be >= 1 and min_track_area >= 0, got "
+                f"{self.max_gap}, {self.min_track_area}"
             )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(

@@ -13,11 +13,14 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
   divides again, or is born in the movie's last frame). Otherwise the larger daughter
   continues the parent's track (same id) and the smaller one becomes a track without parent.
 - :func:`close_gaps`: a track that ends without children at t-1 and one that starts without
-  parent at t+1 within ``gap_distance`` pixels (centroids) are the same cell missed in frame
-  t: the second track takes the first one's id and frame t gets the first track's t-1 mask
-  moved half-way (painted on background only).
+  parent at t+g (g = 1 .. ``max_gap``) within ``gap_distance`` pixels (centroids) are the same
+  cell missed in frames t .. t+g-1: the second track takes the first one's id and each
+  missing frame gets the first track's t-1 mask moved its share of the way (half-way for one
+  frame; painted on background only). Shorter gaps are bridged first, then nearer tracks.
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
   are removed (labels and lineage), except in the movie's first and last frame.
+- :func:`drop_small_tracks`: tracks without parent or children whose median area is below
+  ``min_track_area`` are removed (debris and pieces of cells on dim movies).
 
 All functions take and return ``(labels, lineage)``: ``labels`` (T, Y, X) uint32 with label =
 track id, ``lineage`` (N, 4) int64 ``[id, start, end, parent]``; the input arrays are not
@@ -40,6 +43,7 @@ __all__ = [
     "StreamFinisher",
     "close_gaps",
     "drop_single_frame_tracks",
+    "drop_small_tracks",
     "finish_tracks",
     "merge_fragments",
     "repair_divisions",
@@ -269,82 +273,139 @@ def _centroids(frame: np.ndarray, ids: list[int]) -> dict[int, np.ndarray]:
 def _gap_step(
     t: int,
     before: np.ndarray,
-    frame: np.ndarray,
-    after: np.ndarray,
+    ahead: list[np.ndarray],
     table: dict[int, list[int]],
     parents: set[int],
     gap_distance: float,
-) -> list[tuple[int, int, int]]:
+) -> list[tuple[int, int, int, int]]:
     """One frame of :func:`close_gaps`: join tracks ending at ``t - 1`` (frame ``before``) to
-    tracks starting at ``t + 1`` (frame ``after``); paints the moved masks into ``frame`` (frame
-    ``t``, changed in place) and updates ``table`` / ``parents``. Returns ``(a, b, end_b)``
-    per join: track ``b`` (frames ``t + 1 .. end_b``) is to be relabelled ``a``."""
+    tracks starting at ``t + g`` for ``g = 1 .. len(ahead) - 1`` (``ahead[j]`` is frame
+    ``t + j``); shorter gaps first, then nearer centroids. Paints the moved masks into the
+    missing frames (changed in place) and updates ``table`` / ``parents``. Returns
+    ``(a, b, start_b, end_b)`` per join: track ``b`` (frames ``start_b .. end_b``) is to be
+    relabelled ``a``."""
     ending = [k for k, (s, e, p) in table.items() if e == t - 1 and k not in parents]
-    starting = [k for k, (s, e, p) in table.items() if s == t + 1 and p == 0]
-    if not ending or not starting:
+    if not ending:
         return []
-    ca = _centroids(before, ending)
-    cb = _centroids(after, starting)
-    cand = sorted(
-        (float(np.linalg.norm(ca[a] - cb[b])), a, b)
-        for a in ending
-        for b in starting
-        if np.linalg.norm(ca[a] - cb[b]) <= gap_distance
-    )
+    cand = []
+    ca = None
+    for g in range(1, len(ahead)):
+        starting = [k for k, (s, e, p) in table.items() if s == t + g and p == 0]
+        if not starting:
+            continue
+        ca = ca if ca is not None else _centroids(before, ending)
+        cb = _centroids(ahead[g], starting)
+        for a in ending:
+            for b in starting:
+                dist = float(np.linalg.norm(ca[a] - cb[b]))
+                if dist <= gap_distance:
+                    cand.append((g, dist, a, b, cb[b]))
+    cand.sort(key=lambda c: c[:4])
     used_a, used_b = set(), set()
     joins = []
-    for _dist, a, b in cand:
+    for g, _dist, a, b, cb_b in cand:
         if a in used_a or b in used_b:
             continue
         used_a.add(a)
         used_b.add(b)
-        shift = np.rint((cb[b] - ca[a]) / 2).astype(np.int64)  # once: the mask keeps its shape
-        ys, xs = np.nonzero(before == a)
-        ys, xs = ys + shift[0], xs + shift[1]
-        ok = (ys >= 0) & (ys < frame.shape[0]) & (xs >= 0) & (xs < frame.shape[1])
-        ys, xs = ys[ok], xs[ok]
-        free = frame[ys, xs] == 0
-        frame[ys[free], xs[free]] = a
-        joins.append((a, b, table[b][1]))
+        ys0, xs0 = np.nonzero(before == a)
+        for j in range(g):  # frame t + j: the mask moved (j + 1) / (g + 1) of the way
+            frame = ahead[j]
+            shift = np.rint((cb_b - ca[a]) * (j + 1) / (g + 1)).astype(np.int64)
+            ys, xs = ys0 + shift[0], xs0 + shift[1]
+            ok = (ys >= 0) & (ys < frame.shape[0]) & (xs >= 0) & (xs < frame.shape[1])
+            ys, xs = ys[ok], xs[ok]
+            free = frame[ys, xs] == 0
+            frame[ys[free], xs[free]] = a
+        joins.append((a, b, t + g, table[b][1]))
         _continue_track(table, a, b, parents)
     return joins
 
 
 def close_gaps(
-    labels: np.ndarray, lineage: np.ndarray, gap_distance: float
+    labels: np.ndarray, lineage: np.ndarray, gap_distance: float, max_gap: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Join a track lost for one frame to the track that appears where it was (see the module
-    docstring); ``gap_distance`` (pixels) bounds the centroid distance, 0 turns it off."""
+    """Join a track lost for up to ``max_gap`` frames to the track that appears where it was
+    (see the module docstring); ``gap_distance`` (pixels) bounds the centroid distance, 0
+    turns it off."""
     labels = np.asarray(labels)
-    if gap_distance <= 0 or labels.shape[0] < 3:
+    n = labels.shape[0]
+    if gap_distance <= 0 or max_gap < 1 or n < 3:
         return labels.copy(), np.asarray(lineage).copy()
     table = _table(lineage)
     parents = {v[2] for v in table.values() if v[2]}
     out = labels.copy()
     n_closed = 0
-    for t in range(1, labels.shape[0] - 1):
-        joins = _gap_step(t, out[t - 1], out[t], out[t + 1], table, parents, gap_distance)
-        for a, b, end_b in joins:
-            later = out[t + 1 : end_b + 1]  # b's own frames only (a view)
+    for t in range(1, n - 1):
+        ahead = [out[t + j] for j in range(min(max_gap, n - 1 - t) + 1)]  # views
+        joins = _gap_step(t, out[t - 1], ahead, table, parents, gap_distance)
+        for a, b, start_b, end_b in joins:
+            later = out[start_b : end_b + 1]  # b's own frames only (a view)
             later[later == b] = a
         n_closed += len(joins)
     if n_closed:
-        log.info("closed %d one-frame gap(s)", n_closed)
+        log.info("closed %d gap(s) of up to %d frame(s)", n_closed, max_gap)
     return out, _as_lineage(table)
+
+
+def _track_areas(frames: Iterator[np.ndarray]) -> dict[int, list[int]]:
+    """Every track's area in each frame it appears in, in frame order."""
+    areas: dict[int, list[int]] = {}
+    for frame in frames:
+        fg = frame[frame > 0].astype(np.int64)
+        if not fg.size:
+            continue
+        counts = np.bincount(fg)
+        for k in np.flatnonzero(counts).tolist():
+            areas.setdefault(k, []).append(int(counts[k]))
+    return areas
+
+
+def _small_plan(
+    table: dict[int, list[int]], areas: dict[int, list[int]], min_track_area: int
+) -> list[int]:
+    """Remove tracks without parent or children whose median area is below
+    ``min_track_area`` from a lineage table (in place); returns their ids (see
+    :func:`drop_small_tracks`)."""
+    parents = {v[2] for v in table.values() if v[2]}
+    drop = [
+        k
+        for k, (_s, _e, p) in table.items()
+        if p == 0 and k not in parents and np.median(areas.get(k, [0])) < min_track_area
+    ]
+    for k in drop:
+        del table[k]
+    if drop:
+        log.info("dropped %d small track(s) without parent or children", len(drop))
+    return drop
+
+
+def drop_small_tracks(
+    labels: np.ndarray, lineage: np.ndarray, min_track_area: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove tracks that have neither parent nor children and whose median area over their
+    frames is below ``min_track_area`` pixels: debris and pieces of cells, not cells (a real
+    cell that small is rarer than such pieces on the proxies, docs/models.md)."""
+    labels = np.asarray(labels)
+    table = _table(lineage)
+    drop = _small_plan(table, _track_areas(iter(labels)), min_track_area)
+    return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
 def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.ndarray, np.ndarray]:
     """The whole-movie rules of ``params`` (a :class:`.cluster.ClusterParams`), in order:
-    division check, gap closing, one-frame track removal."""
+    division check, gap closing, one-frame track removal, small track removal."""
     labels, lineage = np.asarray(labels), np.asarray(lineage)
     if labels.shape[0] == 0:
         return labels, lineage
     if params.min_daughter_size >= 0:
         labels, lineage = repair_divisions(labels, lineage, params.min_daughter_size)
     if params.gap_distance > 0:
-        labels, lineage = close_gaps(labels, lineage, params.gap_distance)
+        labels, lineage = close_gaps(labels, lineage, params.gap_distance, params.max_gap)
     if params.drop_single:
         labels, lineage = drop_single_frame_tracks(labels, lineage)
+    if params.min_track_area > 0:
+        labels, lineage = drop_small_tracks(labels, lineage, params.min_track_area)
     return labels, lineage
 
 
@@ -407,11 +468,20 @@ class StreamFinisher:
                 yield Progress(i + 1, len(with_parent), "clean-up: divisions", {"frame": t})
             self._repair = _repair_plan(table, size0, n - 1, params.min_daughter_size)
         self._after_repair = {k: list(v) for k, v in table.items()}
-        if self._gaps:
-            for t, _frame in enumerate(self._gap_frames(table)):
-                yield Progress(t + 1, n, "clean-up: one-frame gaps", {"frame": t})
+        small = params.min_track_area > 0
+        areas: dict[int, list[int]] = {}
+        if self._gaps or small:
+            source = self._gap_frames(table) if self._gaps else map(self._repaired, range(n))
+            what = "clean-up: gaps" if self._gaps else "clean-up: track sizes"
+            for t, frame in enumerate(source):
+                if small:
+                    for k, v in _track_areas(iter([frame])).items():
+                        areas.setdefault(k, []).extend(v)
+                yield Progress(t + 1, n, what, {"frame": t})
         if params.drop_single:
             self._drop = _drop_plan(table, n - 1)
+        if small:
+            self._drop += _small_plan(table, areas, params.min_track_area)
         self.lineage = _as_lineage(table)
         return self.lineage
 
@@ -423,32 +493,42 @@ class StreamFinisher:
 
     def _gap_frames(self, table: dict[int, list[int]]) -> Iterator[np.ndarray]:
         """:func:`close_gaps` over the repaired frames, ``table`` changed in place; yields each
-        frame once no later step changes it."""
+        frame once no later step changes it (step ``t`` reads frames ``t - 1 .. t + max_gap``,
+        paints frames from ``t`` on, and leaves frame ``t - 1`` final)."""
         n, distance = self.n_frames, self.params.gap_distance
+        k_max = max(1, int(self.params.max_gap))
         parents = {v[2] for v in table.values() if v[2]}
         later: dict[int, int] = {}  # b -> a for the frames not read yet
         window: dict[int, np.ndarray] = {}
         n_closed = 0
+
+        def step(t: int) -> int:
+            ahead = [window[t + j] for j in range(min(k_max, n - 1 - t) + 1)]
+            joins = _gap_step(t, window[t - 1], ahead, table, parents, distance)
+            for a, b, start_b, _end in joins:
+                for u in range(start_b, max(window) + 1):
+                    f = window[u]
+                    f[f == b] = a
+                later[b] = a
+            return len(joins)
+
+        done = 0  # frames yielded
         for t_in in range(n):
             frame = self._repaired(t_in)
-            if later:
-                frame = _apply(frame, later)
-            window[t_in] = frame
-            t = t_in - 1
-            if t >= 1:
-                joins = _gap_step(
-                    t, window[t - 1], window[t], window[t_in], table, parents, distance
-                )
-                for a, b, _end in joins:
-                    frame[frame == b] = a
-                    later[b] = a
-                n_closed += len(joins)
-            if t >= 0:
-                yield window[t]
-            window.pop(t - 1, None)
+            window[t_in] = _apply(frame, later) if later else frame
+            t = t_in - k_max  # the step whose frames are all read now
+            if 1 <= t <= n - 2:
+                n_closed += step(t)
+            while done <= t - 1:
+                yield window.pop(done)
+                done += 1
+        for t in range(max(1, n - k_max), n - 1):
+            n_closed += step(t)
         if n_closed:
-            log.info("closed %d one-frame gap(s)", n_closed)
-        yield window[n - 1]
+            log.info("closed %d gap(s) of up to %d frame(s)", n_closed, k_max)
+        while done < n:
+            yield window.pop(done)
+            done += 1
 
     def frames(self) -> Iterator[np.ndarray]:
         """The finished frames 0 .. n_frames - 1 (uint32, label = track id), after :meth:`plan`."""
