@@ -427,16 +427,17 @@ def test_drop_small_tracks_by_median_area():
     lab[0, 2:4, 30:32] = 4  # small parent of two small daughters: all kept
     lab[1:4, 2:4, 30:32] = 5
     lab[1:4, 6:8, 30:32] = 6
+    lab[1:3, 18:20, 38:40] = 7  # 4 px but in the corner (cut by the field of view): kept
     lin = _lineage([[1, 0, 3, 0], [2, 1, 2, 0], [3, 0, 2, 0], [4, 0, 0, 0], [5, 1, 3, 4],
-                    [6, 1, 3, 4]])  # fmt: skip
+                    [6, 1, 3, 4], [7, 1, 2, 0]])  # fmt: skip
     _assert_consistent(lab, lin)
     out, olin = drop_small_tracks(lab, lin, min_track_area=10)
-    assert set(_rows(olin)) == {1, 3, 4, 5, 6}
+    assert set(_rows(olin)) == {1, 3, 4, 5, 6, 7}
     assert not (out == 2).any()
     np.testing.assert_array_equal(out[lab != 2], lab[lab != 2])
     _assert_consistent(out, olin)
     out, olin = drop_small_tracks(lab, lin, min_track_area=20)  # 3 goes too
-    assert set(_rows(olin)) == {1, 4, 5, 6}
+    assert set(_rows(olin)) == {1, 4, 5, 6, 7}
     params = ClusterParams(min_track_area=20)
     np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
 

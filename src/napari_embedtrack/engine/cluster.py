@@ -103,7 +103,7 @@ class ClusterParams:
         Linking: remove one-frame tracks without parent or children.
     min_track_area : int
         Linking: remove tracks without parent or children whose median area is below this
-        many pixels (0: off).
+        many pixels, unless they touch the frame's edge (0: off).
     """
 
     seed_threshold: float = 0.5

@@ -20,7 +20,8 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
   are removed (labels and lineage), except in the movie's first and last frame.
 - :func:`drop_small_tracks`: tracks without parent or children whose median area is below
-  ``min_track_area`` are removed (debris and pieces of cells on dim movies).
+  ``min_track_area`` are removed (debris and pieces of cells on dim movies), unless they
+  touch the frame's edge (cells cut by the field of view).
 
 All functions take and return ``(labels, lineage)``: ``labels`` (T, Y, X) uint32 with label =
 track id, ``lineage`` (N, 4) int64 ``[id, start, end, parent]``; the input arrays are not
@@ -348,30 +349,42 @@ def close_gaps(
     return out, _as_lineage(table)
 
 
-def _track_areas(frames: Iterator[np.ndarray]) -> dict[int, list[int]]:
-    """Every track's area in each frame it appears in, in frame order."""
-    areas: dict[int, list[int]] = {}
-    for frame in frames:
+def _border_ids(frame: np.ndarray) -> set[int]:
+    """Tracks with a pixel on the frame's edge (a cell cut by the field of view)."""
+    edge = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
+    return set(np.unique(edge[edge > 0]).tolist())
+
+
+class _TrackSizes:
+    """Per-track areas (one per frame) and whether the track ever touches the frame's edge,
+    gathered one frame at a time."""
+
+    def __init__(self) -> None:
+        self.areas: dict[int, list[int]] = {}
+        self.border: set[int] = set()
+
+    def add(self, frame: np.ndarray) -> None:
         fg = frame[frame > 0].astype(np.int64)
         if not fg.size:
-            continue
+            return
         counts = np.bincount(fg)
         for k in np.flatnonzero(counts).tolist():
-            areas.setdefault(k, []).append(int(counts[k]))
-    return areas
+            self.areas.setdefault(k, []).append(int(counts[k]))
+        self.border |= _border_ids(frame)
 
 
-def _small_plan(
-    table: dict[int, list[int]], areas: dict[int, list[int]], min_track_area: int
-) -> list[int]:
-    """Remove tracks without parent or children whose median area is below
-    ``min_track_area`` from a lineage table (in place); returns their ids (see
+def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, min_track_area: int) -> list[int]:
+    """Remove tracks without parent or children, never on the frame's edge, whose median area
+    is below ``min_track_area`` from a lineage table (in place); returns their ids (see
     :func:`drop_small_tracks`)."""
     parents = {v[2] for v in table.values() if v[2]}
     drop = [
         k
         for k, (_s, _e, p) in table.items()
-        if p == 0 and k not in parents and np.median(areas.get(k, [0])) < min_track_area
+        if p == 0
+        and k not in parents
+        and k not in sizes.border
+        and np.median(sizes.areas.get(k, [0])) < min_track_area
     ]
     for k in drop:
         del table[k]
@@ -385,10 +398,14 @@ def drop_small_tracks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove tracks that have neither parent nor children and whose median area over their
     frames is below ``min_track_area`` pixels: debris and pieces of cells, not cells (a real
-    cell that small is rarer than such pieces on the proxies, docs/models.md)."""
+    cell that small is rarer than such pieces on the proxies, docs/models.md). Tracks that
+    touch the frame's edge in any frame are kept: the field of view cuts those cells."""
     labels = np.asarray(labels)
     table = _table(lineage)
-    drop = _small_plan(table, _track_areas(iter(labels)), min_track_area)
+    sizes = _TrackSizes()
+    for frame in labels:
+        sizes.add(frame)
+    drop = _small_plan(table, sizes, min_track_area)
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
@@ -469,19 +486,18 @@ class StreamFinisher:
             self._repair = _repair_plan(table, size0, n - 1, params.min_daughter_size)
         self._after_repair = {k: list(v) for k, v in table.items()}
         small = params.min_track_area > 0
-        areas: dict[int, list[int]] = {}
+        sizes = _TrackSizes()
         if self._gaps or small:
             source = self._gap_frames(table) if self._gaps else map(self._repaired, range(n))
             what = "clean-up: gaps" if self._gaps else "clean-up: track sizes"
             for t, frame in enumerate(source):
                 if small:
-                    for k, v in _track_areas(iter([frame])).items():
-                        areas.setdefault(k, []).extend(v)
+                    sizes.add(frame)
                 yield Progress(t + 1, n, what, {"frame": t})
         if params.drop_single:
             self._drop = _drop_plan(table, n - 1)
         if small:
-            self._drop += _small_plan(table, areas, params.min_track_area)
+            self._drop += _small_plan(table, sizes, params.min_track_area)
         self.lineage = _as_lineage(table)
         return self.lineage
 
