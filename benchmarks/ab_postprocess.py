@@ -89,7 +89,7 @@ def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterPara
         fragment_size=round(frag * cell_size),
         min_daughter_size=-1 if daughter is None else round(daughter * cell_size),
         gap_distance=gap * diameter,
-        min_track_area=round(small * cell_size),
+        small_track_fraction=small,
         **kw,
     )
 
@@ -109,7 +109,7 @@ def main() -> None:
     base = default_cluster_params(card)
     base = replace(
         base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
-        drop_single=False, min_track_area=0,
+        drop_single=False, small_track_fraction=0.0,
     )  # fmt: skip
     cache = Path(args.cache)
     rows = []

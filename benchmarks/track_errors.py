@@ -57,7 +57,7 @@ def main() -> None:
         import ab_postprocess as ab
 
         base = replace(params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0,
-                       max_gap=1, drop_single=False, min_track_area=0)  # fmt: skip
+                       max_gap=1, drop_single=False, small_track_fraction=0.0)  # fmt: skip
         params = ab.params_for(base, card.cell_size, ab.VARIANTS[args.variant])
     cache = Path(args.cache)
     result = run(retrack(load_outputs(cache / f"{args.style}.npz"), params))

@@ -418,28 +418,35 @@ def test_close_gap_prefers_the_shorter_gap_to_the_nearer_track():
 
 
 def test_drop_small_tracks_by_median_area():
+    """The threshold is a fraction of the movie's median cell area (36 px here)."""
     lab = _movie(4, 20, 40)
-    lab[0:4, 2:8, 2:8] = 1  # 36 px: kept
+    for tid, (y, x) in zip((1, 8, 9, 10), ((2, 2), (2, 20), (12, 20), (12, 30)), strict=True):
+        lab[0:4, y : y + 6, x : x + 6] = tid  # 36 px: the movie's cells
     lab[1:3, 12:14, 2:4] = 2  # 4 px, no parent or children: dropped
-    lab[0:3, 12:16, 12:16] = 3  # 16 px in two frames, 1 px in one: median 16, kept
+    lab[0:3, 12:16, 12:16] = 3  # 16 px in two frames, 1 px in one: median 16
     lab[2, 12:16, 12:16] = 0
     lab[2, 12, 12] = 3
     lab[0, 2:4, 30:32] = 4  # small parent of two small daughters: all kept
     lab[1:4, 2:4, 30:32] = 5
     lab[1:4, 6:8, 30:32] = 6
     lab[1:3, 18:20, 38:40] = 7  # 4 px but in the corner (cut by the field of view): kept
-    lin = _lineage([[1, 0, 3, 0], [2, 1, 2, 0], [3, 0, 2, 0], [4, 0, 0, 0], [5, 1, 3, 4],
-                    [6, 1, 3, 4], [7, 1, 2, 0]])  # fmt: skip
+    rows = [[1, 0, 3, 0], [2, 1, 2, 0], [3, 0, 2, 0], [4, 0, 0, 0], [5, 1, 3, 4],
+            [6, 1, 3, 4], [7, 1, 2, 0], [8, 0, 3, 0], [9, 0, 3, 0], [10, 0, 3, 0]]  # fmt: skip
+    lin = _lineage(rows)
     _assert_consistent(lab, lin)
-    out, olin = drop_small_tracks(lab, lin, min_track_area=10)
-    assert set(_rows(olin)) == {1, 3, 4, 5, 6, 7}
+    cells = {1, 8, 9, 10}
+    out, olin = drop_small_tracks(lab, lin, 0.3)  # below 10.8 px
+    assert set(_rows(olin)) == cells | {3, 4, 5, 6, 7}
     assert not (out == 2).any()
     np.testing.assert_array_equal(out[lab != 2], lab[lab != 2])
     _assert_consistent(out, olin)
-    out, olin = drop_small_tracks(lab, lin, min_track_area=20)  # 3 goes too
-    assert set(_rows(olin)) == {1, 4, 5, 6, 7}
-    params = ClusterParams(min_track_area=20)
+    out, olin = drop_small_tracks(lab, lin, 0.5)  # below 18 px: 3 goes too
+    assert set(_rows(olin)) == cells | {4, 5, 6, 7}
+    params = ClusterParams(small_track_fraction=0.5)
     np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
+    # the same movie with every length doubled: the same tracks go (relative threshold)
+    big = lab.repeat(2, axis=1).repeat(2, axis=2)
+    assert set(_rows(drop_small_tracks(big, lin, 0.5)[1])) == cells | {4, 5, 6, 7}
 
 
 def test_close_gap_ignores_tracks_with_children_or_parent():
@@ -599,8 +606,10 @@ def test_params_validation_of_new_options():
         ClusterParams(min_daughter_size=-2)
     with pytest.raises(ValueError, match="max_gap"):
         ClusterParams(max_gap=0)
-    with pytest.raises(ValueError, match="min_track_area"):
-        ClusterParams(min_track_area=-1)
+    with pytest.raises(ValueError, match="small_track_fraction"):
+        ClusterParams(small_track_fraction=-0.1)
+    with pytest.raises(ValueError, match="small_track_fraction"):
+        ClusterParams(small_track_fraction=1.0)
     ClusterParams(acceptance="gain", fragment_size=0, min_daughter_size=-1)
     assert ClusterParams().acceptance == "proposal"
 

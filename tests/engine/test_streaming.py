@@ -60,10 +60,14 @@ PARAMS = [
     ClusterParams(min_daughter_size=-1, gap_distance=12.0, drop_single=True),
     ClusterParams(min_daughter_size=0, gap_distance=0.0, drop_single=True),
     ClusterParams(
-        min_daughter_size=0, gap_distance=12.0, max_gap=3, drop_single=True, min_track_area=40
+        min_daughter_size=0,
+        gap_distance=12.0,
+        max_gap=3,
+        drop_single=True,
+        small_track_fraction=0.3,
     ),
     ClusterParams(gap_distance=20.0, max_gap=2),
-    ClusterParams(min_track_area=60),
+    ClusterParams(small_track_fraction=0.6),
     ClusterParams(),
 ]
 

@@ -101,9 +101,10 @@ class ClusterParams:
         Linking: the longest gap (missing frames) that ``gap_distance`` bridges.
     drop_single : bool
         Linking: remove one-frame tracks without parent or children.
-    min_track_area : int
+    small_track_fraction : float
         Linking: remove tracks without parent or children whose median area is below this
-        many pixels, unless they touch the frame's edge (0: off).
+        fraction of the movie's median cell area (over all cells in all frames), unless they
+        touch the frame's edge (0: off).
     """
 
     seed_threshold: float = 0.5
@@ -119,7 +120,7 @@ class ClusterParams:
     gap_distance: float = 0.0
     max_gap: int = 1
     drop_single: bool = False
-    min_track_area: int = 0
+    small_track_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -135,10 +136,10 @@ class ClusterParams:
                 "fragment_size and gap_distance must be >= 0 and min_daughter_size >= -1, got "
                 f"{self.fragment_size}, {self.gap_distance}, {self.min_daughter_size}"
             )
-        if self.max_gap < 1 or self.min_track_area < 0:
+        if self.max_gap < 1 or not 0.0 <= self.small_track_fraction < 1.0:
             raise ValueError(
-                "max_gap must be >= 1 and min_track_area >= 0, got "
-                f"{self.max_gap}, {self.min_track_area}"
+                "max_gap must be >= 1 and small_track_fraction in [0, 1), got "
+                f"{self.max_gap}, {self.small_track_fraction}"
             )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(

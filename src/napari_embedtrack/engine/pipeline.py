@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 #: clean-up"): fragments below this fraction of the card's median cell area that touch a
 #: cell join it; gaps of up to MAX_GAP frames are bridged within this many median cell
 #: diameters; tracks without parent or children whose median area is below SMALL_TRACK_FRACTION
-#: of the median cell area are removed (session 8: dim cells missed for a few frames, debris).
+#: of the movie's median cell area are removed (session 8: dim cells missed for a few frames,
+#: debris).
 FRAGMENT_FRACTION = 0.2
 GAP_DIAMETERS = 1.0
 MAX_GAP = 5
@@ -55,9 +56,9 @@ SMALL_TRACK_FRACTION = 0.35
 
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
     """Clustering and track clean-up settings for a model, from its card: thresholds,
-    minimum size, grid; fragment size, gap distance and the small-track size scale with
-    ``card.cell_size`` (off when the card does not know it); a division whose daughter lasts
-    one frame is undone; gaps of up to :data:`MAX_GAP` frames are bridged.
+    minimum size, grid; fragment size and gap distance scale with ``card.cell_size`` (off
+    when the card does not know it, as is the small-track rule); a division whose daughter
+    lasts one frame is undone; gaps of up to :data:`MAX_GAP` frames are bridged.
     """
     cell = float(card.cell_size)
     kw = {
@@ -70,7 +71,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
         "max_gap": MAX_GAP,
         "drop_single": card.drop_single,
-        "min_track_area": round(SMALL_TRACK_FRACTION * cell),
+        "small_track_fraction": SMALL_TRACK_FRACTION if cell > 0 else 0.0,
         **overrides,
     }
     return ClusterParams(**kw)

@@ -20,8 +20,8 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
   are removed (labels and lineage), except in the movie's first and last frame.
 - :func:`drop_small_tracks`: tracks without parent or children whose median area is below
-  ``min_track_area`` are removed (debris and pieces of cells on dim movies), unless they
-  touch the frame's edge (cells cut by the field of view).
+  ``fraction`` of the movie's median cell area are removed (debris and pieces of cells on
+  dim movies), unless they touch the frame's edge (cells cut by the field of view).
 
 All functions take and return ``(labels, lineage)``: ``labels`` (T, Y, X) uint32 with label =
 track id, ``lineage`` (N, 4) int64 ``[id, start, end, parent]``; the input arrays are not
@@ -373,10 +373,14 @@ class _TrackSizes:
         self.border |= _border_ids(frame)
 
 
-def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, min_track_area: int) -> list[int]:
+def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, fraction: float) -> list[int]:
     """Remove tracks without parent or children, never on the frame's edge, whose median area
-    is below ``min_track_area`` from a lineage table (in place); returns their ids (see
-    :func:`drop_small_tracks`)."""
+    is below ``fraction`` of the median area of all cells in all frames from a lineage table
+    (in place); returns their ids (see :func:`drop_small_tracks`)."""
+    every = [a for k, v in sizes.areas.items() if k in table for a in v]
+    if not every:
+        return []
+    min_track_area = fraction * float(np.median(every))
     parents = {v[2] for v in table.values() if v[2]}
     drop = [
         k
@@ -394,18 +398,19 @@ def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, min_track_area:
 
 
 def drop_small_tracks(
-    labels: np.ndarray, lineage: np.ndarray, min_track_area: int
+    labels: np.ndarray, lineage: np.ndarray, fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove tracks that have neither parent nor children and whose median area over their
-    frames is below ``min_track_area`` pixels: debris and pieces of cells, not cells (a real
-    cell that small is rarer than such pieces on the proxies, docs/models.md). Tracks that
-    touch the frame's edge in any frame are kept: the field of view cuts those cells."""
+    frames is below ``fraction`` of the movie's median cell area (over all cells in all
+    frames, so that a movie of small cells keeps them): debris and pieces of cells, not cells
+    (a real cell that small is rarer than such pieces on the proxies, docs/models.md). Tracks
+    that touch the frame's edge in any frame are kept: the field of view cuts those cells."""
     labels = np.asarray(labels)
     table = _table(lineage)
     sizes = _TrackSizes()
     for frame in labels:
         sizes.add(frame)
-    drop = _small_plan(table, sizes, min_track_area)
+    drop = _small_plan(table, sizes, fraction)
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
@@ -421,8 +426,8 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
         labels, lineage = close_gaps(labels, lineage, params.gap_distance, params.max_gap)
     if params.drop_single:
         labels, lineage = drop_single_frame_tracks(labels, lineage)
-    if params.min_track_area > 0:
-        labels, lineage = drop_small_tracks(labels, lineage, params.min_track_area)
+    if params.small_track_fraction > 0:
+        labels, lineage = drop_small_tracks(labels, lineage, params.small_track_fraction)
     return labels, lineage
 
 
@@ -485,7 +490,7 @@ class StreamFinisher:
                 yield Progress(i + 1, len(with_parent), "clean-up: divisions", {"frame": t})
             self._repair = _repair_plan(table, size0, n - 1, params.min_daughter_size)
         self._after_repair = {k: list(v) for k, v in table.items()}
-        small = params.min_track_area > 0
+        small = params.small_track_fraction > 0
         sizes = _TrackSizes()
         if self._gaps or small:
             source = self._gap_frames(table) if self._gaps else map(self._repaired, range(n))
@@ -497,7 +502,7 @@ class StreamFinisher:
         if params.drop_single:
             self._drop = _drop_plan(table, n - 1)
         if small:
-            self._drop += _small_plan(table, sizes, params.min_track_area)
+            self._drop += _small_plan(table, sizes, params.small_track_fraction)
         self.lineage = _as_lineage(table)
         return self.lineage
 
