@@ -75,6 +75,14 @@ for _f in (0.25, 0.35):
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
+def bare(params: ClusterParams) -> ClusterParams:
+    """``params`` with every track clean-up rule off (the variants add them back)."""
+    return replace(
+        params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
+        drop_single=False, small_track_fraction=0.0,
+    )  # fmt: skip
+
+
 def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterParams:
     """ClusterParams from a variant spec (fractions of the cell size resolved to pixels)."""
     kw = dict(spec)
@@ -106,11 +114,7 @@ def main() -> None:
     cell_size = args.cell_size or card.cell_size
     if not cell_size:
         raise SystemExit("the model card has no cell_size: pass --cell-size")
-    base = default_cluster_params(card)
-    base = replace(
-        base, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
-        drop_single=False, small_track_fraction=0.0,
-    )  # fmt: skip
+    base = bare(default_cluster_params(card))
     cache = Path(args.cache)
     rows = []
     for style in args.styles:

@@ -16,7 +16,6 @@ import argparse
 import math
 import tempfile
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +55,7 @@ def main() -> None:
     if args.variant:
         import ab_postprocess as ab
 
-        base = replace(params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0,
-                       max_gap=1, drop_single=False, small_track_fraction=0.0)  # fmt: skip
-        params = ab.params_for(base, card.cell_size, ab.VARIANTS[args.variant])
+        params = ab.params_for(ab.bare(params), card.cell_size, ab.VARIANTS[args.variant])
     cache = Path(args.cache)
     result = run(retrack(load_outputs(cache / f"{args.style}.npz"), params))
     labels, lineage = result.labels, result.lineage

@@ -234,20 +234,26 @@ def repair_divisions(
     return _apply(labels, mapping), _as_lineage(table)
 
 
-def _drop_plan(table: dict[int, list[int]], last: int) -> list[int]:
-    """Remove one-frame tracks without parent or children from a lineage table (in place);
-    returns their ids (see :func:`drop_single_frame_tracks`)."""
+def _drop_lonely(
+    table: dict[int, list[int]], condition: Callable[[int, int, int], bool], what: str
+) -> list[int]:
+    """Remove the tracks without parent or children for which ``condition(id, start, end)``
+    holds from a lineage table (in place); returns their ids."""
     parents = {v[2] for v in table.values() if v[2]}
     drop = [
-        k
-        for k, (s, e, p) in table.items()
-        if s == e and 0 < s < last and p == 0 and k not in parents
+        k for k, (s, e, p) in table.items() if p == 0 and k not in parents and condition(k, s, e)
     ]
     for k in drop:
         del table[k]
     if drop:
-        log.info("dropped %d one-frame track(s) without parent or children", len(drop))
+        log.info("dropped %d %s without parent or children", len(drop), what)
     return drop
+
+
+def _drop_plan(table: dict[int, list[int]], last: int) -> list[int]:
+    """Remove one-frame tracks without parent or children from a lineage table (in place);
+    returns their ids (see :func:`drop_single_frame_tracks`)."""
+    return _drop_lonely(table, lambda _k, s, e: s == e and 0 < s < last, "one-frame track(s)")
 
 
 def drop_single_frame_tracks(
@@ -381,20 +387,11 @@ def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, fraction: float
     if not every:
         return []
     min_track_area = fraction * float(np.median(every))
-    parents = {v[2] for v in table.values() if v[2]}
-    drop = [
-        k
-        for k, (_s, _e, p) in table.items()
-        if p == 0
-        and k not in parents
-        and k not in sizes.border
-        and np.median(sizes.areas.get(k, [0])) < min_track_area
-    ]
-    for k in drop:
-        del table[k]
-    if drop:
-        log.info("dropped %d small track(s) without parent or children", len(drop))
-    return drop
+
+    def small(k: int, _s: int, _e: int) -> bool:
+        return k not in sizes.border and np.median(sizes.areas.get(k, [0])) < min_track_area
+
+    return _drop_lonely(table, small, "small track(s)")
 
 
 def drop_small_tracks(
@@ -517,7 +514,7 @@ class StreamFinisher:
         frame once no later step changes it (step ``t`` reads frames ``t - 1 .. t + max_gap``,
         paints frames from ``t`` on, and leaves frame ``t - 1`` final)."""
         n, distance = self.n_frames, self.params.gap_distance
-        k_max = max(1, int(self.params.max_gap))
+        k_max = self.params.max_gap  # >= 1 (ClusterParams checks it)
         parents = {v[2] for v in table.values() if v[2]}
         later: dict[int, int] = {}  # b -> a for the frames not read yet
         window: dict[int, np.ndarray] = {}
