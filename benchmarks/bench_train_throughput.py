@@ -29,11 +29,10 @@ import torch
 from napari_embedtrack.engine import data as D
 from napari_embedtrack.engine.losses import LossWeights, embedtrack_loss
 from napari_embedtrack.engine.model import build_model
-from napari_embedtrack.engine.predict import resolve_device
+from napari_embedtrack.engine.predict import auto_amp, resolve_device
 from napari_embedtrack.engine.train import (
     TrainConfig,
     _amp_dtype,
-    _fast_mixed_precision,
     auto_workers,
     train,
 )
@@ -65,7 +64,7 @@ def loop_seconds(seqs, batch_size: int, workers: int | None, steps: int, warmup:
 
 def compute_seconds(seqs, batch_size: int, steps: int, warmup: int) -> dict:
     device = resolve_device("auto")
-    amp = _fast_mixed_precision(device)
+    amp = auto_amp(device)
     dtype = _amp_dtype(device)
     frames = [list(range(1, s.n_frames)) for s in seqs]
     sampler = D.PairSampler(seqs, frames, 256, D.AugmentConfig(), 0)

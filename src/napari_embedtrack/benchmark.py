@@ -181,12 +181,9 @@ def _machine(device) -> dict:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from .engine.resources import cpu_model_name
+
+    cpu = cpu_model_name() or platform.processor() or platform.machine()
     if device.type == "cuda":
         cpu += f"; GPU {torch.cuda.get_device_name(device)}"
     return {

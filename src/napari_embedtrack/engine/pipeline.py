@@ -25,7 +25,6 @@ import logging
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from .outputs import FrameOutput
 from .postprocess import StreamFinisher
 from .predict import CPU_BATCH_BYTES, JOB_BYTES_PER_PIXEL, iter_outputs, resolve_device
 from .progress import Progress, run
+from .resources import available_memory
 
 log = logging.getLogger(__name__)
 
@@ -104,34 +104,6 @@ class TrackingResult:
 MOVIE_BYTES_PER_PIXEL = 16
 OUTPUT_BYTES_PER_PIXEL = 28
 FRAME_BYTES_PER_PIXEL = 100
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still use: Linux ``MemAvailable``, lowered by a
-    cgroup (container, batch job) limit; None where neither is known (then nothing is
-    checked)."""
-    known = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                known.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit, usage in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        (
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-        ),
-    ):
-        try:
-            cap = Path(limit).read_text().strip()
-            used = int(Path(usage).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if cap.isdigit() and int(cap) < 1 << 60:
-            known.append(max(int(cap) - used, 0))
-    return min(known) if known else None
 
 
 def memory_needed(

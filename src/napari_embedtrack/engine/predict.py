@@ -39,6 +39,7 @@ from torch import nn
 
 from .model import STRIDE
 from .outputs import FrameOutput
+from .resources import available_memory, cpu_has_native_bf16
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -248,23 +249,6 @@ JOB_BYTES_PER_PIXEL = 300
 CPU_BATCH_BYTES = 2 * 1024**3
 
 
-def cpu_has_native_bf16() -> bool:
-    """True if this CPU reports AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags).
-
-    Only such CPUs run bf16 convolutions faster than fp32 (about 2.3x); on AVX2-only CPUs
-    bf16 autocast is about 9x slower (docs/performance.md). Other systems: False.
-    """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
-
-
 def auto_amp(device: torch.device) -> bool:
     """Whether mixed precision pays on ``device``: CUDA, or a CPU with native bf16."""
     if device.type == "cuda":
@@ -277,9 +261,8 @@ def _memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    avail = available_memory()
+    if avail is None:
         avail = 8 * CPU_BATCH_BYTES
     return int(min(CPU_BATCH_BYTES, avail // 4))
 

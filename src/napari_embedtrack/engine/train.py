@@ -35,7 +35,7 @@ from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
 from .postprocess import finish_tracks
-from .predict import check_scale, iter_outputs, resolve_device
+from .predict import auto_amp, check_scale, iter_outputs, resolve_device
 from .progress import Progress
 from .proxy import restyle_movie
 
@@ -137,22 +137,6 @@ class TrainConfig:
             "val_fraction": 0.2,
         }
         return cls(**{**base, **overrides})
-
-
-def _fast_mixed_precision(device: torch.device) -> bool:
-    """Whether autocast speeds training up here: CUDA, or a CPU with native bf16 units.
-
-    On CPUs without AVX512-BF16/AMX (e.g. AVX2-only), bf16 autocast was measured 10-50x
-    slower than fp32 (docs/benchmarks.md), so it stays off there.
-    """
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private API: assume no
-        return False
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
@@ -465,7 +449,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    amp = cfg.amp if cfg.amp is not None else _fast_mixed_precision(device)
+    amp = cfg.amp if cfg.amp is not None else auto_amp(device)
     amp_dtype = _amp_dtype(device)
     # fp16 needs loss scaling (most output gradients lie below its normal range); bf16 not
     scaler = torch.amp.GradScaler(
