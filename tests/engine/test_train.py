@@ -463,3 +463,26 @@ def test_time_schedule_needs_a_time_budget(tmp_path, sequence):
     with pytest.raises(ValueError, match="time budget"):
         _run(train([sequence], tmp_path / "x", _config(schedule="time")))
     assert not (tmp_path / "x").exists()
+
+
+def test_prefetched_batches_are_the_samplers_own_and_errors_reach_the_loop(sequence):
+    import threading
+
+    from napari_embedtrack.engine.train import _prefetch
+
+    frames = [list(range(1, sequence.n_frames))]
+    direct = D.PairSampler([sequence], frames, crop_size=32, seed=4)
+    want = [D.collate([direct.sample() for _ in range(2)]) for _ in range(3)]
+    gen = _prefetch(D.PairSampler([sequence], frames, crop_size=32, seed=4), 2)
+    got = [next(gen) for _ in range(3)]
+    for a, b in zip(want, got, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    gen.close()
+    assert not any(t.name == "embedtrack-crops" for t in threading.enumerate())
+
+    class Broken:
+        def sample(self):
+            raise RuntimeError("bad crop")
+
+    with pytest.raises(RuntimeError, match="bad crop"):
+        next(_prefetch(Broken(), 2))

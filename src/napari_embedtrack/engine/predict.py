@@ -688,13 +688,13 @@ class _Background:
     ``close()`` stops the thread and closes ``it`` (its ``finally`` blocks run there).
     """
 
-    def __init__(self, it: Iterator, depth: int = PREFETCH_FRAMES):
+    def __init__(
+        self, it: Iterator, depth: int = PREFETCH_FRAMES, name: str = "embedtrack-network"
+    ):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(
-            target=self._produce, args=(it,), name="embedtrack-network", daemon=True
-        )
+        self._thread = threading.Thread(target=self._produce, args=(it,), name=name, daemon=True)
         self._thread.start()
 
     def _put(self, item) -> bool:

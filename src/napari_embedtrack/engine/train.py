@@ -15,9 +15,7 @@ import json
 import logging
 import math
 import os
-import queue
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
 from .postprocess import finish_tracks
-from .predict import auto_amp, check_scale, iter_outputs, resolve_device
+from .predict import _Background, auto_amp, check_scale, iter_outputs, resolve_device
 from .progress import Progress
 from .proxy import restyle_movie
 
@@ -151,34 +149,18 @@ def _prefetch(
 ) -> Generator[dict, None, None]:
     """Batches from a background thread, ``depth`` ahead (crop sampling, augmentation and
     medoids take ~50 ms a sample on the main thread otherwise). One producer, so the order
-    of the crops is the sampler's own; closing the generator stops the thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    of the crops is the sampler's own; closing the generator stops the thread; an error in
+    the sampler is raised here."""
 
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                item = D.collate([sampler.sample() for _ in range(batch_size)])
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as err:  # hand the error to the consumer
-            q.put(err)
-
-    worker = threading.Thread(target=produce, name="embedtrack-crops", daemon=True)
-    worker.start()
-    try:
+    def batches() -> Generator[dict, None, None]:
         while True:
-            item = q.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            yield D.collate([sampler.sample() for _ in range(batch_size)])
+
+    background = _Background(batches(), depth=depth, name="embedtrack-crops")
+    try:
+        yield from background
     finally:
-        stop.set()
-        worker.join(timeout=5)
+        background.close()
 
 
 class TimedOneCycle:
