@@ -21,7 +21,7 @@ import numpy as np
 from .engine.confidence import Suspect, truth_errors
 from .engine.progress import Progress
 from .io import ctc
-from .io.tracks import lineage_from_labels
+from .io.tracks import MAX_LABEL, lineage_from_labels
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def _integer_movie(arr, name: str) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name}: {arr.dtype} array of shape {arr.shape}; expected (T, Y, X)")
-    if arr.size and (arr.min() < 0 or arr.max() > ctc.MAX_LABEL):
-        raise ValueError(f"{name}: labels must be in 0..{ctc.MAX_LABEL} (CTC masks are 16-bit)")
+    if arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL):
+        raise ValueError(f"{name}: labels must be in 0..{MAX_LABEL} (CTC masks are 16-bit)")
     return arr
 
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import __version__
 from . import ctc
-from .tracks import _label_centroids, consistent_tracks
+from .tracks import MAX_LABEL, _label_centroids, consistent_tracks
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def tracking_graph(labels: np.ndarray, lineage: np.ndarray | None = None) -> Tra
         order = np.arange(ids.size)
         if relabelled:  # order by the given label value (split pieces got new ids)
             fg = out[t] > 0
-            key = np.unique(given[t][fg].astype(np.int64) * (ctc.MAX_LABEL + 1) + out[t][fg])
-            new_ids = key % (ctc.MAX_LABEL + 1)  # sorted by the given value
+            key = np.unique(given[t][fg].astype(np.int64) * (MAX_LABEL + 1) + out[t][fg])
+            new_ids = key % (MAX_LABEL + 1)  # sorted by the given value
             order = np.searchsorted(ids, new_ids)
         rows.append(np.column_stack([np.full(ids.size, t), cents[order], ids[order], areas[order]]))
     table = np.concatenate(rows) if rows else np.zeros((0, 5))
@@ -200,7 +200,7 @@ def values_per_node(
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels[None]
-    key_of = ctc.MAX_LABEL + 1
+    key_of = MAX_LABEL + 1
     node_keys = [
         t * key_of + np.unique(frame[frame > 0]).astype(np.int64) for t, frame in enumerate(labels)
     ]
@@ -633,7 +633,7 @@ def read_geff(path: PathLike) -> TrackingGraph:
         if np.array_equal(seg_id, track):
             labels = seg
         else:  # relabel each frame: segment id -> track id (other segments -> 0)
-            dtype = np.uint16 if (not n or track.max() <= ctc.MAX_LABEL) else np.int64
+            dtype = np.uint16 if (not n or track.max() <= MAX_LABEL) else np.int64
             labels = np.zeros(seg.shape, dtype)
             for f in range(seg.shape[0]):
                 here = t == f
