@@ -14,3 +14,14 @@ def add_model_and_frames(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CTC dataset folder (with 01 and 01_GT)")
     p.add_argument("--seq", default="01")
     p.add_argument("--frames", type=_frames, default=slice(None))
+
+
+def warped_copy(movie, gt):
+    """The movie and its ground truth (``io.ctc.GroundTruth``) under one smooth random
+    deformation (``engine.proxy.warp_sequence``: cells the model has not seen, the same
+    tracks and lineage)."""
+    from napari_embedtrack.engine.proxy import warp_sequence
+    from napari_embedtrack.io.ctc import GroundTruth
+
+    frames, tra, seg = warp_sequence(movie, gt.tra, gt.seg, gt.lineage)
+    return frames, GroundTruth(tra=tra, seg=seg, lineage=gt.lineage.copy())

@@ -60,8 +60,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     gt = ctc.read_ground_truth(data / f"{args.seq}_GT")
     start, stop, _ = args.frames.indices(gt.n_frames)
+    gt = gt.select_frames(start, stop)
     if not (out / "GT").exists():
-        gt = gt.select_frames(start, stop)
         ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     movie = ctc.read_movie(data / args.seq)[start:stop]
     model = load_model(args.model, device="cpu")
@@ -70,7 +70,7 @@ def main() -> None:
         frames = movie
         if style != "plain":
             norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
-            frames = restyle_movie(norm, style)
+            frames = restyle_movie(norm, style, labels=gt.tra)
         t0 = time.perf_counter()
         outs = list(
             iter_outputs(

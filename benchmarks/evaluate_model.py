@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _common import add_model_and_frames
+from _common import add_model_and_frames, warped_copy
 
 from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.data import normalize_frame
@@ -36,9 +36,10 @@ def main() -> None:
     p.add_argument(
         "--style",
         default="plain",
-        choices=["plain", *STYLES],
+        choices=["plain", *STYLES, "warped", *(f"warped-{s}" for s in STYLES)],
         help="score on a re-styled copy of the frames (engine.proxy): a harder stand-in for a "
-        "new movie",
+        "new movie; warped: one smooth deformation of frames and truth (cells the model has "
+        "not seen), warped-STYLE: warped, then re-styled",
     )
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -50,14 +51,20 @@ def main() -> None:
     gt = ctc.read_ground_truth(data / f"{args.seq}_GT")
     start, stop, _ = args.frames.indices(gt.n_frames)
     gt = gt.select_frames(start, stop)
-    ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     source, frames = data / args.seq, args.frames
     if args.style != "plain":  # the re-styled frames as one TIFF stack
         movie = ctc.read_movie(source)[start:stop]
         pct = load_model(args.model).card.percentiles
         norm = np.stack([normalize_frame(f, pct) for f in movie])
+        style = args.style
+        if style.startswith("warped"):
+            norm, gt = warped_copy(norm, gt)
+            style = style.removeprefix("warped").removeprefix("-")
+        if style:
+            norm = restyle_movie(norm, style, labels=gt.tra)
         source, frames = out / f"{args.style}.tif", slice(None)
-        tifffile.imwrite(source, restyle_movie(norm, args.style))
+        tifffile.imwrite(source, norm)
+    ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     t0 = time.perf_counter()
     run_predict(source, args.model, out / "RES", tta=args.tta, frames=frames, progress=False)
     seconds = time.perf_counter() - t0

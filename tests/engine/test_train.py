@@ -65,8 +65,10 @@ def test_validation_scores_tracking_on_a_window(sequence, tmp_path):
     counts in the checkpoint score."""
     _, records = _run(train([sequence], tmp_path / "m", _config(steps=1, val_fraction=0.4)))
     (val,) = [r.info["validation"] for r in records if "validation" in r.info]
-    assert {"SEG_plain", "SEG_hard", "TRA_plain", "TRA_hard", "score"} <= set(val)
-    assert all(0.0 <= val[k] <= 1.0 for k in ("TRA_plain", "TRA_hard"))
+    assert {"SEG_plain", "SEG_hard", "SEG_uneven", "TRA_plain", "TRA_hard", "TRA_uneven"} <= set(
+        val
+    )
+    assert all(0.0 <= val[k] <= 1.0 for k in ("TRA_plain", "TRA_hard", "TRA_uneven"))
     parts = [v for k, v in val.items() if k != "score"]
     assert val["score"] == pytest.approx(sum(parts) / len(parts))
 

@@ -214,6 +214,8 @@ def test_correction_loop(qtbot, loop, user_models, tiny_model):
     assert scores["before"]["SEG_plain"] == card.validation["start"]["SEG_plain"]
     text = tune._scores.value
     assert "held-out labelled frames 8-9" in text and "SEG " in text and " -> " in text
+    assert "unequal brightness" in text
+    assert "SEG_uneven" in scores["after"]
 
     # re-run the movie with the new model: a new result; the corrections stay
     kept = result.data.copy()

@@ -46,7 +46,7 @@ from qtpy.QtWidgets import QMessageBox
 from ..engine.data import sequence_from_arrays
 from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
-from ..engine.train import CHECKPOINT, TrainConfig, train
+from ..engine.train import CHECKPOINT, VALIDATION_STYLES, TrainConfig, train
 from ..io.tracks import tracks_to_lineage
 from ._inputs import InputError, labels_of, movie_of, tracks_of
 from ._layers import (
@@ -477,11 +477,12 @@ def validation_scores(validation: dict, training_frames: list[int]) -> dict:
     Returns ``{"frames": [...], "held_out": bool, "before": {...}, "after": {...}}``:
     the labelled frames scored, whether they were held out of training, and the card's
     measures (``SEG_plain``, ``TRA_plain``: the frames as they are; ``SEG_hard``,
-    ``TRA_hard``: a dim, noisy copy). ``held_out`` is False when too few frames were
+    ``TRA_hard``: a dim, noisy copy; ``SEG_uneven``, ``TRA_uneven``: a copy with cells of
+    unequal brightness). ``held_out`` is False when too few frames were
     labelled to hold some out: the training then scores dim noisy copies of training frames
     only. ``before`` is empty for a model trained from scratch.
     """
-    measures = ("SEG_plain", "TRA_plain", "SEG_hard", "TRA_hard")
+    measures = tuple(f"{m}_{s}" for s in VALIDATION_STYLES for m in ("SEG", "TRA"))
     span = next(iter(validation.get("frames", {}).values()), "")
     lo, _, hi = span.partition("-")
     window = range(int(lo), int(hi or lo) + 1) if lo else range(0)
@@ -518,7 +519,11 @@ def scores_text(scores: dict | None) -> str:
             f"{head}; too few labelled frames to hold some out, scored on dim noisy copies "
             f"of training frames {frames}:"
         ]
-    for style, what in (("plain", "as they are"), ("hard", "dim noisy copy")):
+    for style, what in (
+        ("plain", "as they are"),
+        ("hard", "dim noisy copy"),
+        ("uneven", "copy with cells of unequal brightness"),
+    ):
         if text := line(style):
             lines.append(f"  {text} ({what})")
     return "\n".join(lines)
