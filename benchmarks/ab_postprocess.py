@@ -72,6 +72,12 @@ for _f in (0.25, 0.35):
     VARIANTS[f"final, gaps of up to 5 frames, small tracks {_f}"] = {
         **_FINAL, "max_gap": 5, "small_frac": _f
     }  # fmt: skip
+# session 9: the clustering thresholds again, on top of today's defaults (gaps of up to 5
+# frames, small tracks 0.35), for the ``uneven`` proxy's dim cells
+_NOW = VARIANTS["final, gaps of up to 5 frames, small tracks 0.35"]
+for _key, _values in (("seed_threshold", (0.3, 0.4, 0.5)), ("score_threshold", (0.1, 0.3))):
+    for _v in _values:
+        VARIANTS[f"now, {_key} {_v}"] = {**_NOW, _key: _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
