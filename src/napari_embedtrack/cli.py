@@ -563,6 +563,11 @@ def train_config(args: argparse.Namespace):
     if args.min_cell_to_noise is not None:
         augment = dataclasses.replace(cfg.augment, min_cell_to_noise=args.min_cell_to_noise)
         cfg = dataclasses.replace(cfg, augment=augment)
+    if args.cell_gain is not None:
+        if not 0.0 <= args.cell_gain <= 1.0:
+            raise ValueError(f"--cell-gain must be a probability in [0, 1], got {args.cell_gain}")
+        augment = dataclasses.replace(cfg.augment, p_cell_gain=args.cell_gain)
+        cfg = dataclasses.replace(cfg, augment=augment)
     return cfg
 
 
@@ -823,6 +828,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="intensity augmentation keeps cells at least R background-noise SDs above the "
         "background (default: no cap; docs/models.md, session 6)",
+    )
+    tr.add_argument(
+        "--cell-gain",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability that a training pair's cells each get their own brightness "
+        "(0.08-1 of their contrast; default 0: off; docs/models.md, session 9)",
     )
     tr.add_argument("--name", help="model name for the card (default: folder name)")
     tr.add_argument(

@@ -533,3 +533,48 @@ def test_intensity_levels_match_normalising_the_whole_augmented_frame():
     # measured: want (0.326, 0.703), new (0.326, 0.691), analytic levels (0.292, 0.601):
     # cells too dim against their background
     assert levels(old)[1] - levels(old)[0] < want[1] - want[0] - 0.05
+
+
+def test_cell_gain_gives_each_cell_its_own_brightness_in_both_frames():
+    movie = make_movie(n_frames=4, shape=(96, 96), n_cells=8, seed=5, radius=(8.0, 11.0))
+    seq = _seq_from_movie(movie)
+    rng = np.random.default_rng(0)
+    arrs = {
+        "image": movie.image[1:3].astype(np.float32)
+        + rng.normal(0, 0.02, (2, 96, 96)).astype(np.float32),
+        "seg": movie.labels[1:3].astype(np.int32),
+        "track": movie.labels[1:3].astype(np.int32),
+    }
+    out = D._cell_gain(arrs, np.random.default_rng(1), (0.08, 1.0))
+    assert out.shape == arrs["image"].shape and out.dtype == np.float32
+    ratios = []
+    for k in range(2):
+        lab, bg0 = arrs["seg"][k], np.median(arrs["image"][k][arrs["seg"][k] == 0])
+        bg1 = np.median(out[k][lab == 0])
+        ratios.append(
+            {
+                int(i): (np.median(out[k][lab == i]) - bg1)
+                / (np.median(arrs["image"][k][lab == i]) - bg0)
+                for i in np.unique(lab)[1:]
+            }
+        )
+    both = sorted(set(ratios[0]) & set(ratios[1]))
+    assert len(both) >= 5
+    r0 = np.array([ratios[0][i] for i in both])
+    r1 = np.array([ratios[1][i] for i in both])
+    assert r0.max() / max(r0.min(), 1e-3) > 2.0  # unequal brightness
+    np.testing.assert_allclose(r0, r1, atol=0.1)  # a cell keeps its factor in both frames
+    assert np.all((r0 > 0.0) & (r0 < 1.1))
+    # sampler: off by default (the crops are exactly the old ones), on with p_cell_gain
+    plain = D.PairSampler([seq], [[1, 2, 3]], crop_size=48, augment=D.AugmentConfig(), seed=2)
+    again = D.PairSampler([seq], [[1, 2, 3]], crop_size=48, augment=D.AugmentConfig(), seed=2)
+    for _ in range(3):
+        np.testing.assert_array_equal(plain.sample()["image"], again.sample()["image"])
+    cfg = D.AugmentConfig(p_cell_gain=1.0, p_contrast=0, p_gain_field=0, p_gamma=0, p_blur=0,
+                          p_clahe=0, flip_rot=False, p_scale=0, p_shift=0)  # fmt: skip
+    off = dict(cfg.__dict__, p_cell_gain=0.0)
+    a = D.PairSampler([seq], [[1, 2, 3]], crop_size=48, augment=cfg, seed=4).sample()
+    b = D.PairSampler([seq], [[1, 2, 3]], crop_size=48, augment=D.AugmentConfig(**off), seed=4)
+    b = b.sample()
+    np.testing.assert_array_equal(a["labels"], b["labels"])  # same crop, same targets
+    assert not np.allclose(a["image"], b["image"])

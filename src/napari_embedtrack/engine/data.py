@@ -366,6 +366,14 @@ class AugmentConfig:
     #: on MSC 6 % of augmented crops fell below 0.5, and continued training then called
     #: faint cells background); off by default until a training run has measured it.
     min_cell_to_noise: float = 0.0
+    #: probability that each cell of a pair gets its own brightness: its contrast above the
+    #: crop's background scaled by a factor drawn log-uniformly from ``cell_gain_range``
+    #: (the same for the cell in both frames), the noise kept. Frame-level contrast changes
+    #: are largely undone by the per-frame normalisation; cells of unequal brightness are
+    #: not (the ``uneven`` validation proxy, engine/proxy.py). Off by default until a
+    #: training run has measured it.
+    p_cell_gain: float = 0.0
+    cell_gain_range: tuple[float, float] = (0.08, 1.0)
 
 
 def _extract(arr: np.ndarray, y0: int, x0: int, h: int, w: int, fill) -> np.ndarray:
@@ -570,6 +578,8 @@ class PairSampler:
             for key in arrs:
                 a = np.rot90(arrs[key], k, axes=(1, 2))
                 arrs[key] = np.ascontiguousarray(a[:, :, ::-1] if flip else a)
+        if cfg and cfg.p_cell_gain > 0 and rng.random() < cfg.p_cell_gain:
+            arrs["image"] = _cell_gain(arrs, rng, cfg.cell_gain_range)
         if cfg:
             params = _draw_intensity(rng, cfg, crop)
             if cfg.min_cell_to_noise > 0 and "noise" in params:
@@ -582,6 +592,31 @@ class PairSampler:
                 ]
             )
         return make_targets(arrs, s, t)
+
+
+def _cell_gain(
+    arrs: dict[str, np.ndarray], rng: np.random.Generator, gain_range: tuple[float, float]
+) -> np.ndarray:
+    """The pair's images with every cell's contrast above the background scaled by its own
+    factor (log-uniform in ``gain_range``, one per track id for both frames; spread to the
+    pixels nearest the cell and smoothed over 3 px, as the ``uneven`` proxy does), noise
+    added where the signal was scaled down so that the noise is what it was."""
+    from .proxy import _cell_factors, noise_sd
+
+    labels = np.where(arrs["seg"] > 0, arrs["seg"], arrs["track"])
+    ids = np.unique(labels[labels > 0])
+    if ids.size == 0:
+        return arrs["image"]
+    lo, hi = np.log(gain_range[0]), np.log(gain_range[1])
+    factors = {int(i): float(np.exp(rng.uniform(lo, hi))) for i in ids}
+    out = []
+    for img, lab in zip(arrs["image"], labels, strict=True):
+        gain = _cell_factors(lab, factors, 3.0)
+        bg = float(np.percentile(img, 20))
+        sd = noise_sd(img) * np.sqrt(np.clip(1.0 - gain**2, 0.0, 1.0))
+        noise = rng.normal(0.0, 1.0, img.shape).astype(np.float32) * sd
+        out.append((bg + (img - bg) * gain + noise).astype(np.float32))
+    return np.stack(out)
 
 
 def _signal_and_noise(image: np.ndarray, cells: np.ndarray) -> tuple[float, float] | None:
