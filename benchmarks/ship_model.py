@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--score-threshold", type=float, help="default score threshold (card; default kept)"
     )
+    p.add_argument("--name", help="shipped model name (default: the card's)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     card.training["command"] = args.command
     card.training["weights"] = "float16 (trained in float32)"
     card.description = args.description
+    if args.name:
+        card.name = args.name
     if args.seed_threshold is not None:
         card.seed_threshold = args.seed_threshold
     if args.score_threshold is not None:
