@@ -29,6 +29,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .predict import resize_image, scaled_shape
+from .proxy import (
+    UNEVEN_RANGE,
+    cell_factor_map,
+    draw_cell_factors,
+    noise_sd,
+    scale_above_background,
+)
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +380,7 @@ class AugmentConfig:
     #: not (the ``uneven`` validation proxy, engine/proxy.py). Off by default until a
     #: training run has measured it.
     p_cell_gain: float = 0.0
-    cell_gain_range: tuple[float, float] = (0.08, 1.0)
+    cell_gain_range: tuple[float, float] = UNEVEN_RANGE
 
 
 def _extract(arr: np.ndarray, y0: int, x0: int, h: int, w: int, fill) -> np.ndarray:
@@ -598,32 +605,23 @@ def _cell_gain(
     arrs: dict[str, np.ndarray], rng: np.random.Generator, gain_range: tuple[float, float]
 ) -> np.ndarray:
     """The pair's images with every cell's contrast above the background scaled by its own
-    factor (log-uniform in ``gain_range``, one per track id for both frames; spread to the
-    pixels nearest the cell and smoothed over 3 px, as the ``uneven`` proxy does), noise
-    added where the signal was scaled down so that the noise is what it was."""
-    from .proxy import _cell_factors, noise_sd
-
+    factor (log-uniform in ``gain_range``, one per track id for both frames), the noise
+    kept: what the ``uneven`` proxy does to a movie (:mod:`.proxy`)."""
     labels = np.where(arrs["seg"] > 0, arrs["seg"], arrs["track"])
-    ids = np.unique(labels[labels > 0])
-    if ids.size == 0:
+    if not labels.any():
         return arrs["image"]
-    lo, hi = np.log(gain_range[0]), np.log(gain_range[1])
-    factors = {int(i): float(np.exp(rng.uniform(lo, hi))) for i in ids}
-    out = []
-    for img, lab in zip(arrs["image"], labels, strict=True):
-        gain = _cell_factors(lab, factors, 3.0)
-        bg = float(np.percentile(img, 20))
-        sd = noise_sd(img) * np.sqrt(np.clip(1.0 - gain**2, 0.0, 1.0))
-        noise = rng.normal(0.0, 1.0, img.shape).astype(np.float32) * sd
-        out.append((bg + (img - bg) * gain + noise).astype(np.float32))
-    return np.stack(out)
+    factors = draw_cell_factors(labels, rng, gain_range)
+    return np.stack(
+        [
+            scale_above_background(img, cell_factor_map(lab, factors), noise_sd(img), rng)
+            for img, lab in zip(arrs["image"], labels, strict=True)
+        ]
+    )
 
 
 def _signal_and_noise(image: np.ndarray, cells: np.ndarray) -> tuple[float, float] | None:
     """Median cell pixel minus median background pixel, and the background-noise SD
     (:func:`~.proxy.noise_sd`); None without both cell and background pixels."""
-    from .proxy import noise_sd
-
     fg = cells > 0
     if not fg.any() or fg.all():
         return None

@@ -140,7 +140,11 @@ def warp_sequence(
     diameter = 2.0 * np.sqrt(np.median(areas) / np.pi)
     field = warp_field(frames.shape[1:], diameter, strength=strength, seed=seed)
     tra_w = warp_movie(tra, field, labels=True)
-    seg_w = {k: warp_movie(v, field, labels=True) for k, v in seg.items()}
+    keys = sorted(seg)  # all SEG frames in one call: the sampling grid is built once
+    seg_w = {}
+    if keys:
+        stack = warp_movie(np.stack([seg[k] for k in keys]), field, labels=True)
+        seg_w = dict(zip(keys, stack, strict=True))
     for tid, start, end, _ in np.asarray(lineage, dtype=np.int64):
         for t in range(int(start), int(end) + 1):
             if not (tra_w[t] == tid).any():
@@ -155,7 +159,15 @@ def noise_sd(frame: np.ndarray) -> float:
     return float(1.4826 * mad / np.sqrt(2.0))
 
 
-def _cell_factors(labels: np.ndarray, factors: dict[int, float], sigma: float) -> np.ndarray:
+def draw_cell_factors(
+    labels: np.ndarray, rng: np.random.Generator, value_range: tuple[float, float] = UNEVEN_RANGE
+) -> dict[int, float]:
+    """One brightness factor per label id in ``labels`` (log-uniform in ``value_range``)."""
+    lo, hi = np.log(value_range[0]), np.log(value_range[1])
+    return {int(k): float(np.exp(rng.uniform(lo, hi))) for k in np.unique(labels[labels > 0])}
+
+
+def cell_factor_map(labels: np.ndarray, factors: dict[int, float], sigma: float = 3.0):
     """Per-pixel factor: each pixel takes the factor of its nearest labelled cell, smoothed
     (cells of unequal brightness side by side, no hard edge drawn from the truth)."""
     if not labels.any():
@@ -166,6 +178,18 @@ def _cell_factors(labels: np.ndarray, factors: dict[int, float], sigma: float) -
     for lab in np.unique(nearest):
         lut[lab] = factors.get(int(lab), 1.0)
     return ndimage.gaussian_filter(lut[nearest], sigma)
+
+
+def scale_above_background(
+    frame: np.ndarray, scale, sd: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``bg + (frame - bg) * scale`` plus noise of SD ``sd * sqrt(1 - scale**2)``, ``bg``
+    the frame's 20th percentile: the signal above the background scaled (a number or a
+    per-pixel map), the noise of SD ``sd`` kept where the signal was scaled down."""
+    bg = np.percentile(frame, 20)
+    noise_sd_added = sd * np.sqrt(np.clip(1.0 - np.square(scale), 0.0, 1.0))
+    noise = (rng.normal(0.0, 1.0, frame.shape) * noise_sd_added).astype(np.float32)
+    return (bg + (frame - bg) * scale + noise).astype(np.float32)
 
 
 def restyle_movie(
@@ -202,22 +226,18 @@ def restyle_movie(
     rng = np.random.default_rng(seed)
     shape = frames.shape[1:]
     fixed = _gain_field(rng, shape, *st["gain"]) if st["fixed_gain"] else None
-    factors: dict[int, float] = {}
-    if uneven:
-        lo, hi = np.log(UNEVEN_RANGE[0]), np.log(UNEVEN_RANGE[1])
-        for lab in np.unique(labels)[1:]:
-            factors[int(lab)] = float(np.exp(rng.uniform(lo, hi)))
+    factors = draw_cell_factors(np.asarray(labels), rng) if uneven else {}
     out = np.empty_like(frames)
     for t, f in enumerate(frames):
         gain = fixed if fixed is not None else _gain_field(rng, shape, *st["gain"])
-        g = f * gain
-        bg = np.percentile(g, 20)
         scale = st["contrast"]
         if uneven:
-            scale = scale * _cell_factors(np.asarray(labels[t]), factors, 3.0)
-        g = bg + (g - bg) * scale
-        sd = st["noise"]
-        if sd is None:
-            sd = noise_sd(f) * np.sqrt(np.clip(1.0 - np.square(scale), 0.0, 1.0))
-        out[t] = g + (rng.normal(0.0, 1.0, shape) * sd).astype(np.float32)
+            scale = scale * cell_factor_map(np.asarray(labels[t]), factors)
+        if st["noise"] is None:  # keep the frame's own noise
+            out[t] = scale_above_background(f * gain, scale, noise_sd(f), rng)
+        else:  # the style's noise on top
+            g = f * gain
+            bg = np.percentile(g, 20)
+            noise = rng.normal(0.0, 1.0, shape) * st["noise"]
+            out[t] = bg + (g - bg) * scale + noise.astype(np.float32)
     return out
