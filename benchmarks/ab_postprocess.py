@@ -78,6 +78,15 @@ _NOW = VARIANTS["final, gaps of up to 5 frames, small tracks 0.35"]
 for _key, _values in (("seed_threshold", (0.3, 0.4, 0.5)), ("score_threshold", (0.1, 0.3))):
     for _v in _values:
         VARIANTS[f"now, {_key} {_v}"] = {**_NOW, _key: _v}
+# session 10: the small-track rule's reference area, the median of all cell areas (pulled
+# down when a dim movie gives many small pieces) or the area-weighted median
+for _f in (0.35, 0.5):
+    VARIANTS[f"now, small tracks {_f} of the pixel-weighted median"] = {
+        **_NOW, "small_frac": _f, "small_track_reference": "pixels"
+    }  # fmt: skip
+    VARIANTS[f"now, small tracks {_f} of the pixel-weighted median, edge by largest"] = {
+        **_NOW, "small_frac": _f, "small_track_reference": "pixels", "small_track_edge": "largest"
+    }  # fmt: skip
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 

@@ -12,6 +12,7 @@ from napari_embedtrack.engine.postprocess import (
     drop_small_tracks,
     finish_tracks,
     merge_fragments,
+    reference_area,
     repair_divisions,
 )
 from napari_embedtrack.io.tracks import consistent_tracks
@@ -447,6 +448,64 @@ def test_drop_small_tracks_by_median_area():
     # the same movie with every length doubled: the same tracks go (relative threshold)
     big = lab.repeat(2, axis=1).repeat(2, axis=2)
     assert set(_rows(drop_small_tracks(big, lin, 0.5)[1])) == cells | {4, 5, 6, 7}
+
+
+def test_reference_area_pixel_weighted_ignores_many_small_pieces():
+    cells, pieces = [100] * 10, [10] * 30  # more pieces than cells, few of the pixels
+    assert reference_area(cells + pieces, "count") == 10
+    assert reference_area(cells + pieces, "pixels") == 100
+    assert reference_area([5, 5, 5], "pixels") == 5
+    assert reference_area([], "pixels") == 0.0
+    with pytest.raises(ValueError, match="'count' or 'pixels'"):
+        reference_area([1], "mean")
+    with pytest.raises(ValueError, match="small_track_reference"):
+        ClusterParams(small_track_reference="mean")
+
+
+def test_drop_small_tracks_pixel_reference_removes_debris_that_outnumbers_cells():
+    """Four 36-px cells and six 9-px pieces: the median cell area is 9 px (the pieces), so
+    the count reference keeps the pieces; the pixel-weighted one (36 px) removes them."""
+    lab = _movie(3, 30, 40)
+    rows = []
+    for tid, (y, x) in enumerate(((2, 2), (2, 20), (12, 20), (12, 30)), start=1):
+        lab[:, y : y + 6, x : x + 6] = tid
+        rows.append([tid, 0, 2, 0])
+    for i, (y, x) in enumerate(((22, 2), (22, 8), (22, 14), (22, 20), (26, 26), (12, 10))):
+        lab[:, y : y + 3, x : x + 3] = 11 + i
+        rows.append([11 + i, 0, 2, 0])
+    lin = _lineage(rows)
+    _assert_consistent(lab, lin)
+    assert len(drop_small_tracks(lab, lin, 0.5)[1]) == 10
+    out, olin = drop_small_tracks(lab, lin, 0.5, "pixels")
+    assert set(_rows(olin)) == {1, 2, 3, 4}
+    assert set(np.unique(out).tolist()) == {0, 1, 2, 3, 4}
+    params = ClusterParams(small_track_fraction=0.5, small_track_reference="pixels")
+    np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
+
+
+def test_drop_small_tracks_edge_largest_judges_edge_tracks_by_their_largest_area():
+    """A cell entering the field of view (small on the edge, then whole) stays; a piece that
+    stays small on the edge goes with ``edge="largest"`` and stays with ``"kept"``."""
+    lab = _movie(4, 20, 40)
+    lab[:, 2:8, 14:20] = 1  # a 36-px cell
+    lab[:, 12:18, 24:30] = 2  # another
+    lab[0, 8:14, 0:1] = 3  # entering: 6 px on the edge, then whole
+    lab[1, 8:14, 0:3] = 3
+    lab[2:4, 8:14, 0:6] = 3
+    lab[:, 18:20, 36:38] = 4  # 4 px in the corner in every frame
+    lin = _lineage([[1, 0, 3, 0], [2, 0, 3, 0], [3, 0, 3, 0], [4, 0, 3, 0]])
+    _assert_consistent(lab, lin)
+    # median track areas 36, 36, 27 (6, 18, 36, 36), 4: 0.5 of 36 px is 18 px
+    assert set(_rows(drop_small_tracks(lab, lin, 0.5)[1])) == {1, 2, 3, 4}
+    out, olin = drop_small_tracks(lab, lin, 0.5, edge="largest")
+    assert set(_rows(olin)) == {1, 2, 3}
+    assert not (out == 4).any()
+    params = ClusterParams(small_track_fraction=0.5, small_track_edge="largest")
+    np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
+    with pytest.raises(ValueError, match="'kept' or 'largest'"):
+        drop_small_tracks(lab, lin, 0.5, edge="median")
+    with pytest.raises(ValueError, match="small_track_edge"):
+        ClusterParams(small_track_edge="median")
 
 
 def test_close_gap_ignores_tracks_with_children_or_parent():

@@ -68,6 +68,13 @@ PARAMS = [
     ),
     ClusterParams(gap_distance=20.0, max_gap=2),
     ClusterParams(small_track_fraction=0.6),
+    ClusterParams(small_track_fraction=0.5, small_track_reference="pixels"),
+    ClusterParams(
+        gap_distance=12.0,
+        small_track_fraction=0.5,
+        small_track_reference="pixels",
+        small_track_edge="largest",
+    ),
     ClusterParams(),
 ]
 

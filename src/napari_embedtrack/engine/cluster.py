@@ -105,6 +105,13 @@ class ClusterParams:
         Linking: remove tracks without parent or children whose median area is below this
         fraction of the movie's median cell area (over all cells in all frames), unless they
         touch the frame's edge (0: off).
+    small_track_reference : str
+        The movie's cell area that ``small_track_fraction`` is a fraction of: ``"count"``
+        the median area of a cell, ``"pixels"`` the area-weighted median (robust to many
+        small pieces; :func:`.postprocess.reference_area`).
+    small_track_edge : str
+        Tracks that touch the frame's edge (cells cut by the field of view): ``"kept"``
+        always, or ``"largest"``: judged by their largest area instead of their median.
     """
 
     seed_threshold: float = 0.5
@@ -121,6 +128,8 @@ class ClusterParams:
     max_gap: int = 1
     drop_single: bool = False
     small_track_fraction: float = 0.0
+    small_track_reference: str = "count"
+    small_track_edge: str = "kept"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -140,6 +149,15 @@ class ClusterParams:
             raise ValueError(
                 "max_gap must be >= 1 and small_track_fraction in [0, 1), got "
                 f"{self.max_gap}, {self.small_track_fraction}"
+            )
+        if self.small_track_reference not in ("count", "pixels"):
+            raise ValueError(
+                "small_track_reference must be 'count' or 'pixels', got "
+                f"{self.small_track_reference!r}"
+            )
+        if self.small_track_edge not in ("kept", "largest"):
+            raise ValueError(
+                f"small_track_edge must be 'kept' or 'largest', got {self.small_track_edge!r}"
             )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(

@@ -47,6 +47,7 @@ __all__ = [
     "drop_small_tracks",
     "finish_tracks",
     "merge_fragments",
+    "reference_area",
     "repair_divisions",
 ]
 
@@ -379,35 +380,69 @@ class _TrackSizes:
         self.border |= _border_ids(frame)
 
 
-def _small_plan(table: dict[int, list[int]], sizes: _TrackSizes, fraction: float) -> list[int]:
-    """Remove tracks without parent or children, never on the frame's edge, whose median area
-    is below ``fraction`` of the median area of all cells in all frames from a lineage table
-    (in place); returns their ids (see :func:`drop_small_tracks`)."""
+def reference_area(areas, reference: str = "count") -> float:
+    """The movie's typical cell area from all its cell areas (one per cell and frame):
+    ``"count"`` the median area of a cell, ``"pixels"`` the area-weighted median (half of all
+    foreground pixels lie in cells at most this large). Debris and pieces of cells are many
+    but hold few pixels, so they pull the first down and hardly move the second."""
+    a = np.sort(np.asarray(areas, dtype=np.float64))
+    if not a.size:
+        return 0.0
+    if reference == "count":
+        return float(np.median(a))
+    if reference != "pixels":
+        raise ValueError(f"reference must be 'count' or 'pixels', got {reference!r}")
+    cum = np.cumsum(a)
+    return float(a[np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _small_plan(
+    table: dict[int, list[int]],
+    sizes: _TrackSizes,
+    fraction: float,
+    reference: str = "count",
+    edge: str = "kept",
+) -> list[int]:
+    """Remove tracks without parent or children whose median area (on the frame's edge: see
+    ``edge``) is below ``fraction`` of the movie's typical cell area (:func:`reference_area`
+    of all cells in all frames) from a lineage table (in place); returns their ids (see
+    :func:`drop_small_tracks`)."""
     every = [a for k, v in sizes.areas.items() if k in table for a in v]
     if not every:
         return []
-    min_track_area = fraction * float(np.median(every))
+    min_track_area = fraction * reference_area(every, reference)
 
     def small(k: int, _s: int, _e: int) -> bool:
-        return k not in sizes.border and np.median(sizes.areas.get(k, [0])) < min_track_area
+        areas = sizes.areas.get(k, [0])
+        if k in sizes.border:
+            return edge == "largest" and max(areas) < min_track_area
+        return np.median(areas) < min_track_area
 
     return _drop_lonely(table, small, "small track(s)")
 
 
 def drop_small_tracks(
-    labels: np.ndarray, lineage: np.ndarray, fraction: float
+    labels: np.ndarray,
+    lineage: np.ndarray,
+    fraction: float,
+    reference: str = "count",
+    edge: str = "kept",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove tracks that have neither parent nor children and whose median area over their
-    frames is below ``fraction`` of the movie's median cell area (over all cells in all
-    frames, so that a movie of small cells keeps them): debris and pieces of cells, not cells
-    (a real cell that small is rarer than such pieces on the proxies, docs/models.md). Tracks
-    that touch the frame's edge in any frame are kept: the field of view cuts those cells."""
+    frames is below ``fraction`` of the movie's typical cell area (over all cells in all
+    frames, so that a movie of small cells keeps them; ``reference`` as in
+    :func:`reference_area`): debris and pieces of cells, not cells (a real cell that small is
+    rarer than such pieces on the proxies, docs/models.md). The field of view cuts cells on
+    the frame's edge: with ``edge="kept"`` a track that touches it in any frame is kept, with
+    ``"largest"`` it is judged by its largest area instead of its median."""
+    if edge not in ("kept", "largest"):
+        raise ValueError(f"edge must be 'kept' or 'largest', got {edge!r}")
     labels = np.asarray(labels)
     table = _table(lineage)
     sizes = _TrackSizes()
     for frame in labels:
         sizes.add(frame)
-    drop = _small_plan(table, sizes, fraction)
+    drop = _small_plan(table, sizes, fraction, reference, edge)
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
@@ -424,7 +459,13 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
     if params.drop_single:
         labels, lineage = drop_single_frame_tracks(labels, lineage)
     if params.small_track_fraction > 0:
-        labels, lineage = drop_small_tracks(labels, lineage, params.small_track_fraction)
+        labels, lineage = drop_small_tracks(
+            labels,
+            lineage,
+            params.small_track_fraction,
+            params.small_track_reference,
+            params.small_track_edge,
+        )
     return labels, lineage
 
 
@@ -499,7 +540,13 @@ class StreamFinisher:
         if params.drop_single:
             self._drop = _drop_plan(table, n - 1)
         if small:
-            self._drop += _small_plan(table, sizes, params.small_track_fraction)
+            self._drop += _small_plan(
+                table,
+                sizes,
+                params.small_track_fraction,
+                params.small_track_reference,
+                params.small_track_edge,
+            )
         self.lineage = _as_lineage(table)
         return self.lineage
 
