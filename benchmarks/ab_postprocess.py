@@ -79,14 +79,17 @@ for _key, _values in (("seed_threshold", (0.3, 0.4, 0.5)), ("score_threshold", (
     for _v in _values:
         VARIANTS[f"now, {_key} {_v}"] = {**_NOW, _key: _v}
 # session 10: the small-track rule's reference area, the median of all cell areas (pulled
-# down when a dim movie gives many small pieces) or the area-weighted median
+# down when a dim movie gives many small pieces) or the area-weighted median, and tracks on
+# the frame's edge judged by their largest area (``edge_frac``; 0 keeps them all)
 for _f in (0.35, 0.5):
     VARIANTS[f"now, small tracks {_f} of the pixel-weighted median"] = {
         **_NOW, "small_frac": _f, "small_track_reference": "pixels"
     }  # fmt: skip
-    VARIANTS[f"now, small tracks {_f} of the pixel-weighted median, edge by largest"] = {
-        **_NOW, "small_frac": _f, "small_track_reference": "pixels", "small_track_edge": "largest"
-    }  # fmt: skip
+    for _e in (0.175, 0.35):
+        VARIANTS[f"now, small tracks {_f} of the pixel-weighted median, edge {_e}"] = {
+            **_NOW, "small_frac": _f, "small_track_reference": "pixels",
+            "small_track_edge_fraction": _e,
+        }  # fmt: skip
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 

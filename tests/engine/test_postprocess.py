@@ -483,9 +483,9 @@ def test_drop_small_tracks_pixel_reference_removes_debris_that_outnumbers_cells(
     np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
 
 
-def test_drop_small_tracks_edge_largest_judges_edge_tracks_by_their_largest_area():
+def test_drop_small_tracks_edge_fraction_judges_edge_tracks_by_their_largest_area():
     """A cell entering the field of view (small on the edge, then whole) stays; a piece that
-    stays small on the edge goes with ``edge="largest"`` and stays with ``"kept"``."""
+    stays small on the edge goes with an edge fraction and stays without one."""
     lab = _movie(4, 20, 40)
     lab[:, 2:8, 14:20] = 1  # a 36-px cell
     lab[:, 12:18, 24:30] = 2  # another
@@ -497,15 +497,14 @@ def test_drop_small_tracks_edge_largest_judges_edge_tracks_by_their_largest_area
     _assert_consistent(lab, lin)
     # median track areas 36, 36, 27 (6, 18, 36, 36), 4: 0.5 of 36 px is 18 px
     assert set(_rows(drop_small_tracks(lab, lin, 0.5)[1])) == {1, 2, 3, 4}
-    out, olin = drop_small_tracks(lab, lin, 0.5, edge="largest")
+    assert set(_rows(drop_small_tracks(lab, lin, 0.5, edge_fraction=0.1)[1])) == {1, 2, 3, 4}
+    out, olin = drop_small_tracks(lab, lin, 0.5, edge_fraction=0.2)  # below 7.2 px
     assert set(_rows(olin)) == {1, 2, 3}
     assert not (out == 4).any()
-    params = ClusterParams(small_track_fraction=0.5, small_track_edge="largest")
+    params = ClusterParams(small_track_fraction=0.5, small_track_edge_fraction=0.2)
     np.testing.assert_array_equal(finish_tracks(lab, lin, params)[0], out)
-    with pytest.raises(ValueError, match="'kept' or 'largest'"):
-        drop_small_tracks(lab, lin, 0.5, edge="median")
-    with pytest.raises(ValueError, match="small_track_edge"):
-        ClusterParams(small_track_edge="median")
+    with pytest.raises(ValueError, match="small_track_edge_fraction"):
+        ClusterParams(small_track_edge_fraction=1.0)
 
 
 def test_close_gap_ignores_tracks_with_children_or_parent():

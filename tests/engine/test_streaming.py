@@ -73,7 +73,7 @@ PARAMS = [
         gap_distance=12.0,
         small_track_fraction=0.5,
         small_track_reference="pixels",
-        small_track_edge="largest",
+        small_track_edge_fraction=0.3,
     ),
     ClusterParams(),
 ]

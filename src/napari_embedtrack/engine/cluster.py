@@ -109,9 +109,10 @@ class ClusterParams:
         The movie's cell area that ``small_track_fraction`` is a fraction of: ``"count"``
         the median area of a cell, ``"pixels"`` the area-weighted median (robust to many
         small pieces; :func:`.postprocess.reference_area`).
-    small_track_edge : str
-        Tracks that touch the frame's edge (cells cut by the field of view): ``"kept"``
-        always, or ``"largest"``: judged by their largest area instead of their median.
+    small_track_edge_fraction : float
+        Tracks that touch the frame's edge (cells cut by the field of view) are judged by
+        their largest area instead of their median, against this fraction of the movie's
+        cell area (0: always kept).
     """
 
     seed_threshold: float = 0.5
@@ -129,7 +130,7 @@ class ClusterParams:
     drop_single: bool = False
     small_track_fraction: float = 0.0
     small_track_reference: str = "count"
-    small_track_edge: str = "kept"
+    small_track_edge_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -155,9 +156,9 @@ class ClusterParams:
                 "small_track_reference must be 'count' or 'pixels', got "
                 f"{self.small_track_reference!r}"
             )
-        if self.small_track_edge not in ("kept", "largest"):
+        if not 0.0 <= self.small_track_edge_fraction < 1.0:
             raise ValueError(
-                f"small_track_edge must be 'kept' or 'largest', got {self.small_track_edge!r}"
+                f"small_track_edge_fraction must be in [0, 1), got {self.small_track_edge_fraction}"
             )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(

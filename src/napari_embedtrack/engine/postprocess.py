@@ -401,21 +401,22 @@ def _small_plan(
     sizes: _TrackSizes,
     fraction: float,
     reference: str = "count",
-    edge: str = "kept",
+    edge_fraction: float = 0.0,
 ) -> list[int]:
-    """Remove tracks without parent or children whose median area (on the frame's edge: see
-    ``edge``) is below ``fraction`` of the movie's typical cell area (:func:`reference_area`
-    of all cells in all frames) from a lineage table (in place); returns their ids (see
-    :func:`drop_small_tracks`)."""
+    """Remove tracks without parent or children whose median area is below ``fraction`` (on
+    the frame's edge: whose largest area is below ``edge_fraction``) of the movie's typical
+    cell area (:func:`reference_area` of all cells in all frames) from a lineage table (in
+    place); returns their ids (see :func:`drop_small_tracks`)."""
     every = [a for k, v in sizes.areas.items() if k in table for a in v]
     if not every:
         return []
-    min_track_area = fraction * reference_area(every, reference)
+    typical = reference_area(every, reference)
+    min_track_area, min_edge_area = fraction * typical, edge_fraction * typical
 
     def small(k: int, _s: int, _e: int) -> bool:
         areas = sizes.areas.get(k, [0])
         if k in sizes.border:
-            return edge == "largest" and max(areas) < min_track_area
+            return max(areas) < min_edge_area
         return np.median(areas) < min_track_area
 
     return _drop_lonely(table, small, "small track(s)")
@@ -426,23 +427,21 @@ def drop_small_tracks(
     lineage: np.ndarray,
     fraction: float,
     reference: str = "count",
-    edge: str = "kept",
+    edge_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove tracks that have neither parent nor children and whose median area over their
     frames is below ``fraction`` of the movie's typical cell area (over all cells in all
     frames, so that a movie of small cells keeps them; ``reference`` as in
     :func:`reference_area`): debris and pieces of cells, not cells (a real cell that small is
     rarer than such pieces on the proxies, docs/models.md). The field of view cuts cells on
-    the frame's edge: with ``edge="kept"`` a track that touches it in any frame is kept, with
-    ``"largest"`` it is judged by its largest area instead of its median."""
-    if edge not in ("kept", "largest"):
-        raise ValueError(f"edge must be 'kept' or 'largest', got {edge!r}")
+    the frame's edge: a track that touches it in any frame is judged by its largest area,
+    against ``edge_fraction`` of the typical area (0: such tracks are always kept)."""
     labels = np.asarray(labels)
     table = _table(lineage)
     sizes = _TrackSizes()
     for frame in labels:
         sizes.add(frame)
-    drop = _small_plan(table, sizes, fraction, reference, edge)
+    drop = _small_plan(table, sizes, fraction, reference, edge_fraction)
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
@@ -464,7 +463,7 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
             lineage,
             params.small_track_fraction,
             params.small_track_reference,
-            params.small_track_edge,
+            params.small_track_edge_fraction,
         )
     return labels, lineage
 
@@ -545,7 +544,7 @@ class StreamFinisher:
                 sizes,
                 params.small_track_fraction,
                 params.small_track_reference,
-                params.small_track_edge,
+                params.small_track_edge_fraction,
             )
         self.lineage = _as_lineage(table)
         return self.lineage
