@@ -109,11 +109,18 @@ def test_model_object_accepted(tiny_model_dir, small_movie):
 
 def test_default_cleanup_scales_with_the_card_cell_size():
     from napari_embedtrack.engine.modelfile import ModelCard
-    from napari_embedtrack.engine.pipeline import FRAGMENT_FRACTION, MAX_GAP, SMALL_TRACK_FRACTION
+    from napari_embedtrack.engine.pipeline import (
+        FRAGMENT_FRACTION,
+        MAX_GAP,
+        SMALL_TRACK_EDGE_FRACTION,
+        SMALL_TRACK_FRACTION,
+    )
 
     params = default_cluster_params(ModelCard(cell_size=1000))
     assert params.fragment_size == round(FRAGMENT_FRACTION * 1000)
     assert params.small_track_fraction == SMALL_TRACK_FRACTION
+    assert params.small_track_edge_fraction == SMALL_TRACK_EDGE_FRACTION > 0
+    assert params.small_track_reference == "pixels"
     assert params.max_gap == MAX_GAP > 1
     assert params.gap_distance == pytest.approx(2 * np.sqrt(1000 / np.pi))
     assert params.min_daughter_size == 0  # the one-frame daughter rule
@@ -122,7 +129,7 @@ def test_default_cleanup_scales_with_the_card_cell_size():
     assert default_cluster_params(ModelCard(cell_size=1000, drop_single=True)).drop_single
     unknown = default_cluster_params(ModelCard())  # old cards: no size-based rules
     assert unknown.fragment_size == 0 and unknown.gap_distance == 0
-    assert unknown.small_track_fraction == 0
+    assert unknown.small_track_fraction == 0 and unknown.small_track_edge_fraction == 0
 
 
 def test_retrack_with_default_cleanup_keeps_a_perfect_lineage(synthetic_movie, tmp_path):

@@ -475,7 +475,7 @@ def test_drop_small_tracks_pixel_reference_removes_debris_that_outnumbers_cells(
         rows.append([11 + i, 0, 2, 0])
     lin = _lineage(rows)
     _assert_consistent(lab, lin)
-    assert len(drop_small_tracks(lab, lin, 0.5)[1]) == 10
+    assert len(drop_small_tracks(lab, lin, 0.5, "count")[1]) == 10
     out, olin = drop_small_tracks(lab, lin, 0.5, "pixels")
     assert set(_rows(olin)) == {1, 2, 3, 4}
     assert set(np.unique(out).tolist()) == {0, 1, 2, 3, 4}

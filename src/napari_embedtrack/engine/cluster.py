@@ -129,7 +129,7 @@ class ClusterParams:
     max_gap: int = 1
     drop_single: bool = False
     small_track_fraction: float = 0.0
-    small_track_reference: str = "count"
+    small_track_reference: str = "pixels"
     small_track_edge_fraction: float = 0.0
 
     def __post_init__(self) -> None:

@@ -46,12 +46,14 @@ log = logging.getLogger(__name__)
 #: clean-up"): fragments below this fraction of the card's median cell area that touch a
 #: cell join it; gaps of up to MAX_GAP frames are bridged within this many median cell
 #: diameters; tracks without parent or children whose median area is below SMALL_TRACK_FRACTION
-#: of the movie's median cell area are removed (session 8: dim cells missed for a few frames,
-#: debris).
+#: of the movie's cell area (area-weighted median, session 10) are removed, and tracks on the
+#: frame's edge whose largest area is below SMALL_TRACK_EDGE_FRACTION of it (session 8: dim
+#: cells missed for a few frames, debris; session 10: debris on the frame's edge).
 FRAGMENT_FRACTION = 0.2
 GAP_DIAMETERS = 1.0
 MAX_GAP = 5
 SMALL_TRACK_FRACTION = 0.35
+SMALL_TRACK_EDGE_FRACTION = 0.35
 
 
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
@@ -72,6 +74,8 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "max_gap": MAX_GAP,
         "drop_single": card.drop_single,
         "small_track_fraction": SMALL_TRACK_FRACTION if cell > 0 else 0.0,
+        "small_track_reference": "pixels",
+        "small_track_edge_fraction": SMALL_TRACK_EDGE_FRACTION if cell > 0 else 0.0,
         **overrides,
     }
     return ClusterParams(**kw)

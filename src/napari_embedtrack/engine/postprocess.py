@@ -380,7 +380,7 @@ class _TrackSizes:
         self.border |= _border_ids(frame)
 
 
-def reference_area(areas, reference: str = "count") -> float:
+def reference_area(areas, reference: str = "pixels") -> float:
     """The movie's typical cell area from all its cell areas (one per cell and frame):
     ``"count"`` the median area of a cell, ``"pixels"`` the area-weighted median (half of all
     foreground pixels lie in cells at most this large). Debris and pieces of cells are many
@@ -400,7 +400,7 @@ def _small_plan(
     table: dict[int, list[int]],
     sizes: _TrackSizes,
     fraction: float,
-    reference: str = "count",
+    reference: str = "pixels",
     edge_fraction: float = 0.0,
 ) -> list[int]:
     """Remove tracks without parent or children whose median area is below ``fraction`` (on
@@ -426,7 +426,7 @@ def drop_small_tracks(
     labels: np.ndarray,
     lineage: np.ndarray,
     fraction: float,
-    reference: str = "count",
+    reference: str = "pixels",
     edge_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Remove tracks that have neither parent nor children and whose median area over their
