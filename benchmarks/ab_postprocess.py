@@ -97,7 +97,8 @@ def bare(params: ClusterParams) -> ClusterParams:
     """``params`` with every track clean-up rule off (the variants add them back)."""
     return replace(
         params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
-        drop_single=False, small_track_fraction=0.0,
+        drop_single=False, small_track_fraction=0.0, small_track_reference="count",
+        small_track_edge_fraction=0.0,
     )  # fmt: skip
 
 
