@@ -20,8 +20,10 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
   are removed (labels and lineage), except in the movie's first and last frame.
 - :func:`drop_small_tracks`: tracks without parent or children whose median area is below
-  ``fraction`` of the movie's median cell area are removed (debris and pieces of cells on
-  dim movies), unless they touch the frame's edge (cells cut by the field of view).
+  ``fraction`` of the movie's cell area (the area-weighted median, :func:`reference_area`)
+  are removed (debris and pieces of cells on dim movies); a track that touches the frame's
+  edge (a cell cut by the field of view) is judged by its largest area instead, against
+  ``edge_fraction``.
 
 All functions take and return ``(labels, lineage)``: ``labels`` (T, Y, X) uint32 with label =
 track id, ``lineage`` (N, 4) int64 ``[id, start, end, parent]``; the input arrays are not
