@@ -90,6 +90,11 @@ for _f in (0.35, 0.5):
             **_NOW, "small_frac": _f, "small_track_reference": "pixels",
             "small_track_edge_fraction": _e,
         }  # fmt: skip
+# the seediness threshold on top of the session-10 clean-up (models fine-tuned with cells of
+# unequal brightness find small pieces on dim frames)
+_S10 = VARIANTS["now, small tracks 0.35 of the pixel-weighted median, edge 0.35"]
+for _v in (0.4, 0.5, 0.6):
+    VARIANTS[f"session 10, seed_threshold {_v}"] = {**_S10, "seed_threshold": _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
