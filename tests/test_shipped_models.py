@@ -20,9 +20,9 @@ from napari_embedtrack.io import ctc
 N_FRAMES = 6
 
 # model -> (SEG floor, TRA floor) on its clip's frames 0-5, no TTA; measured at commit time
-# (docs/models.md): Fluo-N2DH-SIM+ SEG 0.772, TRA 0.970 (session-9 weights); Fluo-N2DH-GOWT1
-# SEG 0.854, TRA 0.975; Fluo-C2DL-MSC SEG 0.551, TRA 0.978 (cells cut by the clip's edges
-# score low)
+# (docs/models.md), session-10 clean-up: Fluo-N2DH-SIM+ SEG 0.772, TRA 0.969 (session-9
+# weights); Fluo-N2DH-GOWT1 SEG 0.848, TRA 0.975 (session-10 weights); Fluo-C2DL-MSC SEG 0.558,
+# TRA 1.000 (cells cut by the clip's edges score low)
 FLOORS = {
     "Fluo-N2DH-SIM+": (0.74, 0.94),
     "Fluo-N2DH-GOWT1": (0.82, 0.94),
