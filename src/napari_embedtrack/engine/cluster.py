@@ -103,8 +103,9 @@ class ClusterParams:
         Linking: remove one-frame tracks without parent or children.
     small_track_fraction : float
         Linking: remove tracks without parent or children whose median area is below this
-        fraction of the movie's median cell area (over all cells in all frames), unless they
-        touch the frame's edge (0: off).
+        fraction of the movie's cell area (over all cells in all frames; see
+        ``small_track_reference``), except on the frame's edge (see
+        ``small_track_edge_fraction``) (0: off).
     small_track_reference : str
         The movie's cell area that ``small_track_fraction`` is a fraction of: ``"count"``
         the median area of a cell, ``"pixels"`` the area-weighted median (robust to many

@@ -74,7 +74,6 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "max_gap": MAX_GAP,
         "drop_single": card.drop_single,
         "small_track_fraction": SMALL_TRACK_FRACTION if cell > 0 else 0.0,
-        "small_track_reference": "pixels",
         "small_track_edge_fraction": SMALL_TRACK_EDGE_FRACTION if cell > 0 else 0.0,
         **overrides,
     }

@@ -402,8 +402,8 @@ def _small_plan(
     table: dict[int, list[int]],
     sizes: _TrackSizes,
     fraction: float,
-    reference: str = "pixels",
-    edge_fraction: float = 0.0,
+    reference: str,
+    edge_fraction: float,
 ) -> list[int]:
     """Remove tracks without parent or children whose median area is below ``fraction`` (on
     the frame's edge: whose largest area is below ``edge_fraction``) of the movie's typical
