@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from napari_embedtrack.engine.cluster import ClusterParams
+from napari_embedtrack.engine.cluster import ClusterParams, grow
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.pipeline import default_cluster_params, retrack
 from napari_embedtrack.engine.predict import load_outputs
@@ -95,6 +95,13 @@ for _f in (0.35, 0.5):
 _S10 = VARIANTS["now, small tracks 0.35 of the pixel-weighted median, edge 0.35"]
 for _v in (0.4, 0.5, 0.6):
     VARIANTS[f"session 10, seed_threshold {_v}"] = {**_S10, "seed_threshold": _v}
+VARIANTS["default"] = _S10  # the clean-up every model ships with (since session 10)
+# session 11: masks grow into the dim rim of their cell (ClusterParams.grow_threshold)
+# (in every frame before linking), or grown once the tracks are final ("after the clean-up":
+# linking and the clean-up rules see the masks as clustered)
+for _v in (0.1, 0.2, 0.3):
+    VARIANTS[f"default, grow {_v}"] = {**_S10, "grow_threshold": _v}
+    VARIANTS[f"default, grow {_v} after the clean-up"] = {**_S10, "grow_after": _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
@@ -110,6 +117,7 @@ def bare(params: ClusterParams) -> ClusterParams:
 def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterParams:
     """ClusterParams from a variant spec (fractions of the cell size resolved to pixels)."""
     kw = dict(spec)
+    kw.pop("grow_after", None)  # applied to the finished tracks (main)
     frag = kw.pop("fragment_frac", 0.0)
     daughter = kw.pop("daughter_frac", None)
     gap = kw.pop("gap_frac", 0.0)
@@ -146,6 +154,10 @@ def main() -> None:
         for name in args.variants:
             params = params_for(base, cell_size, VARIANTS[name])
             result = run(retrack(outputs, params))
+            grow_after = VARIANTS[name].get("grow_after", 0.0)
+            if grow_after:
+                for t, out in enumerate(outputs):
+                    result.labels[t] = grow(result.labels[t], out.seediness, grow_after)
             with tempfile.TemporaryDirectory() as tmp:
                 res = Path(tmp) / "RES"
                 ctc.write_results(res, result.labels, result.lineage)

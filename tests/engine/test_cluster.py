@@ -196,3 +196,34 @@ def test_instance_mostly_stealing_pixels_is_rejected():
     assert labels.max() == 1
     assert (labels[5:22, 5:8] == 1).all()
     assert (labels[14:17, 19:22] == 0).all()
+
+
+def test_grow_reaches_the_dim_rim_of_each_cell_only():
+    # two touching cells whose cores are bright (seediness 0.9) and rims dim (0.3), and a dim
+    # blob (0.3) that touches no cell
+    gt = np.zeros((40, 60), dtype=np.int32)
+    gt[5:35, 4:30] = 1
+    gt[5:35, 30:56] = 2
+    out = ideal_outputs(gt[None], np.zeros((0, 4)), G)[0]
+    seed = np.zeros(gt.shape, dtype=np.float32)
+    seed[gt > 0] = 0.3
+    seed[10:30, 9:25] = 0.9  # core of cell 1
+    seed[10:30, 35:51] = 0.9  # core of cell 2
+    seed[37:40, 0:6] = 0.3  # dim blob, not connected to a cell
+    plain = cluster(seed, out.bandwidth, out.offsets, ClusterParams(min_size=1))
+    assert (plain > 0).sum() == 2 * 20 * 16  # only the cores
+    grown = cluster(seed, out.bandwidth, out.offsets, ClusterParams(min_size=1, grow_threshold=0.2))
+    assert _same_partition(grown, gt)  # each cell whole, split where the cells meet
+    assert not grown[37:40, 0:6].any()  # the blob stays background
+    # the cores keep their instances
+    assert np.array_equal(grown[plain > 0], plain[plain > 0])
+    higher = cluster(
+        seed, out.bandwidth, out.offsets, ClusterParams(min_size=1, grow_threshold=0.35)
+    )
+    assert np.array_equal(higher, plain)  # the rim is not above 0.35
+
+
+def test_grow_threshold_must_be_below_the_seediness_threshold():
+    with pytest.raises(ValueError, match="grow_threshold"):
+        ClusterParams(seed_threshold=0.4, grow_threshold=0.4)
+    assert ClusterParams(seed_threshold=0.4, grow_threshold=0.2).grow_threshold == 0.2

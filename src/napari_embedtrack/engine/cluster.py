@@ -36,6 +36,11 @@ units (see ``docs/architecture.md``). For one frame:
    instances) are removed; the rest are numbered 1..K in order of creation.
 8. With ``fragment_size > 0``, instances smaller than it that touch another instance join
    the neighbour they share the longest border with (:func:`.postprocess.merge_fragments`).
+9. With ``0 < grow_threshold < seed_threshold``, unlabelled pixels whose seediness exceeds
+   ``grow_threshold`` join the instance they are connected to through such pixels, by a
+   watershed on the seediness started from the instances (``skimage.segmentation.watershed``):
+   masks reach into a cell's dim rim that the seediness threshold cut off, without new
+   instances (a region of such pixels that touches no instance stays background).
 
 Consequences: a cell of at most ``min_count`` pixels can never produce a candidate; a cell
 whose pixels all point to a centre rounding outside the frame produces none either; two
@@ -114,6 +119,9 @@ class ClusterParams:
         Tracks that touch the frame's edge (cells cut by the field of view) are judged by
         their largest area instead of their median, against this fraction of the movie's
         cell area (0: always kept).
+    grow_threshold : float
+        Instances grow into connected unlabelled pixels with seediness above this value
+        (step 9 of the module doc; 0: off; must be below ``seed_threshold``).
     """
 
     seed_threshold: float = 0.5
@@ -132,6 +140,7 @@ class ClusterParams:
     small_track_fraction: float = 0.0
     small_track_reference: str = "pixels"
     small_track_edge_fraction: float = 0.0
+    grow_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -160,6 +169,11 @@ class ClusterParams:
         if not 0.0 <= self.small_track_edge_fraction < 1.0:
             raise ValueError(
                 f"small_track_edge_fraction must be in [0, 1), got {self.small_track_edge_fraction}"
+            )
+        if self.grow_threshold and not 0.0 < self.grow_threshold < self.seed_threshold:
+            raise ValueError(
+                "grow_threshold must be 0 (off) or in (0, seed_threshold), got "
+                f"{self.grow_threshold} with seed_threshold {self.seed_threshold}"
             )
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(
@@ -420,6 +434,8 @@ def cluster(
         merged = merge_fragments(labels, params.fragment_size)
         ids, inv = np.unique(merged, return_inverse=True)  # renumber 1..K (0 stays first)
         labels = (inv.reshape(shape) + (0 if ids[0] == 0 else 1)).astype(np.int32)
+    if params.grow_threshold > 0 and labels.any():
+        labels = grow(labels, seed, params.grow_threshold)
     logger.debug(
         "cluster: %d fg pixels, %d candidates, %d visited, %d instances, %d kept",
         ys.size,
@@ -429,3 +445,18 @@ def cluster(
         int(keep.sum()),
     )
     return labels
+
+
+def grow(labels: np.ndarray, seediness: np.ndarray, threshold: float) -> np.ndarray:
+    """Step 9: instances take the connected unlabelled pixels with seediness > ``threshold``.
+
+    A watershed on the negated seediness from the instances, restricted to the instances and
+    those pixels: each pixel joins the instance that reaches it along the brightest path.
+    Instances keep every pixel they had; no instance is created or removed.
+    """
+    from skimage.segmentation import watershed
+
+    labels = np.asarray(labels)
+    seed = np.nan_to_num(np.asarray(seediness, dtype=np.float64), nan=0.0)
+    mask = (labels > 0) | (seed > threshold)
+    return watershed(-seed, markers=labels, mask=mask).astype(labels.dtype, copy=False)
