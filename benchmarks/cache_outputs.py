@@ -3,8 +3,9 @@
 The clustering and linking rules are A/B-tested on these cached outputs
 (``benchmarks/ab_postprocess.py``) without running the network again. Writes
 ``OUT/<style>.npz`` (float16 outputs, no TTA) and ``OUT/GT`` (the ground truth of the
-frames). ``--path reference`` gives the original tiling (``embedtrack benchmark``'s
-reference path), the default the fast path.
+frames). ``--smooth S`` replaces the card's Gaussian pre-filter. ``--path reference``
+gives the original tiling (``embedtrack benchmark``'s reference path), the default the
+fast path.
 
     python benchmarks/cache_outputs.py --model Fluo-N2DH-SIM+ \\
         --data ../shared/data/ctc/Fluo-N2DH-SIM+ --styles plain hard --out cache/sim
@@ -13,6 +14,7 @@ reference path), the default the fast path.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from _common import add_model_and_frames
 from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
-from napari_embedtrack.engine.predict import iter_outputs, save_outputs
+from napari_embedtrack.engine.predict import check_smooth_sigma, iter_outputs, save_outputs
 from napari_embedtrack.engine.proxy import restyle_movie
 from napari_embedtrack.io import ctc
 
@@ -54,6 +56,13 @@ def main() -> None:
         default=None,
         help="bf16 autocast on or off (default: iter_outputs' choice for this machine)",
     )
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="Gaussian pre-filter SD in network pixels, replacing the card's (0: off)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
@@ -66,6 +75,8 @@ def main() -> None:
     movie = ctc.read_movie(data / args.seq)[start:stop]
     model = load_model(args.model, device="cpu")
     card = model.card
+    if args.smooth is not None:
+        card = dataclasses.replace(card, smooth_sigma=check_smooth_sigma(args.smooth))
     for style in args.styles:
         frames = movie
         if style != "plain":
@@ -76,10 +87,7 @@ def main() -> None:
             iter_outputs(
                 model.net,
                 frames,
-                grid_spacing=card.grid_spacing,
-                scale=card.scale,
-                crop_size=card.crop_size,
-                percentiles=tuple(card.percentiles),
+                **card.input_kwargs,
                 tta=args.tta,
                 device="cpu",
                 **(path_kwargs(args.path, card) | ({} if args.amp is None else {"amp": args.amp})),
@@ -93,6 +101,7 @@ def main() -> None:
             "style": style,
             "path": args.path,
             "amp": args.amp,
+            "smooth_sigma": card.smooth_sigma,
             "seconds_per_frame": round((time.perf_counter() - t0) / len(outs), 2),
         }
         print(json.dumps(row), flush=True)

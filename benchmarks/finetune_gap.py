@@ -37,10 +37,7 @@ def seg_on(model_path, seq: D.TrainingSequence, frames: list[int]) -> float:
     for out in iter_outputs(
         m.net,
         seq.image[frames],
-        grid_spacing=m.card.grid_spacing,
-        scale=m.card.scale,
-        crop_size=m.card.crop_size,
-        percentiles=m.card.percentiles,
+        **m.card.input_kwargs,
         tta=False,
         device="cpu",
     ):

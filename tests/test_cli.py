@@ -110,6 +110,10 @@ def test_predict_tiff_stack_odd_size_frames_and_embeddings(tiny_model_dir, tmp_p
             "do not mix",
         ),
         (["train", "{movie}", "--out", "{out}", "--val-frames", "x=1-2"], "START:STOP"),
+        (
+            ["predict", "{movie}", "--model", "{model}", "--out", "{out}", "--smooth", "-1"],
+            "smooth_sigma must be a number in [0, 8]",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(args, message, tiny_model_dir, tmp_path, capsys, small_movie):
@@ -129,11 +133,35 @@ def test_bad_input_is_one_line_error(args, message, tiny_model_dir, tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_smooth_option_smooths_the_frames_the_network_sees(tiny_model_dir, tmp_path, small_movie):
+    """``--smooth SIGMA`` gives the masks of the movie smoothed by hand (the tiny model's
+    scale is 1, so SIGMA network pixels are SIGMA frame pixels) and not those of the movie
+    as it is."""
+    from scipy import ndimage
+
+    image = (small_movie.image * 1000).astype(np.float32)
+    smoothed = np.stack([ndimage.gaussian_filter(f, 1.5) for f in image])
+    paths = {"raw": tmp_path / "raw.tif", "by_hand": tmp_path / "by_hand.tif"}
+    tifffile.imwrite(paths["raw"], image)
+    tifffile.imwrite(paths["by_hand"], smoothed)
+
+    def masks(movie, *extra):
+        out = tmp_path / f"res{len(list(tmp_path.iterdir()))}"
+        args = ["predict", str(movie), "--model", str(tiny_model_dir), "--out", str(out)]
+        assert main([*args, "--no-tta", *extra]) == 0
+        return ctc.read_results(out)[0]
+
+    with_option = masks(paths["raw"], "--smooth", "1.5")
+    np.testing.assert_array_equal(with_option, masks(paths["by_hand"]))
+    assert not np.array_equal(with_option, masks(paths["raw"]))
+
+
 def test_models_lists_user_models(tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("EMBEDTRACK_MODELS", str(tiny_model_dir.parent))
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "user" in out
+    assert "defaults: TTA off, smoothing 0 px" in out
 
 
 def test_train_then_predict_with_the_result(synthetic_ctc, tmp_path, capsys):

@@ -59,6 +59,32 @@ def test_scheduler_run_equals_the_single_process_run(address, movie_file, tiny_m
     assert not partial_folder(tmp_path / "got").exists()
 
 
+def _chunks(store: Path) -> dict:
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name not in ("zarr.json", ".zattrs")
+    }
+
+
+def test_smoothing_of_the_run_reaches_the_workers(address, movie_file, tiny_model_dir, tmp_path):
+    """``--smooth`` changes the card of this run only; the workers load the model folder
+    themselves and must still see the frames smoothed: their outputs are the bytes of a
+    single-process run with ``--smooth``, not those of the card's (unsmoothed) frames."""
+    stores = {k: tmp_path / f"{k}.zarr" for k in ("want", "got", "off")}
+    smooth = ("--smooth", 2)
+    assert _predict(movie_file, tiny_model_dir, tmp_path / "want", *smooth,
+                    "--save-embeddings", stores["want"]) == 0  # fmt: skip
+    extra = ("--save-embeddings", stores["got"], "--scheduler", address, "--chunk-frames", "4")
+    assert _predict(movie_file, tiny_model_dir, tmp_path / "got", *smooth, *extra) == 0
+    assert _predict(movie_file, tiny_model_dir, tmp_path / "off",
+                    "--save-embeddings", stores["off"]) == 0  # fmt: skip
+    want, got, off = (_chunks(stores[k]) for k in ("want", "got", "off"))
+    assert got == want
+    offsets = [k for k in want if k.startswith("offsets")]
+    assert offsets and any(want[k] != off[k] for k in offsets)
+
+
 def test_bad_combinations_are_one_line_errors(
     address, movie_file, tiny_model_dir, tmp_path, capsys, monkeypatch
 ):

@@ -310,8 +310,7 @@ def _run(cfg: dict) -> dict:
         linker = Linker()
         stages = {k: [] for k in ("network", "cluster", "link", "read", "write")}
         it = iter_outputs(
-            m.net, frames, grid_spacing=m.card.grid_spacing, scale=m.card.scale,
-            crop_size=m.card.crop_size, percentiles=tuple(m.card.percentiles),
+            m.net, frames, **m.card.input_kwargs,
             tta=cfg["tta"], device=dev, overlap=DEFAULT_OVERLAP, **kw,
         )  # fmt: skip
         read_before, cells = 0.0, []

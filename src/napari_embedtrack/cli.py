@@ -149,6 +149,7 @@ def run_predict(
     resume: bool = False,
     scheduler=None,
     chunk_frames: int | None = None,
+    smooth_sigma: float | None = None,
 ) -> PredictResult:
     """Predict CTC results for a movie (CTC sequence folder, TIFF stack, zarr / OME-Zarr).
 
@@ -159,7 +160,8 @@ def run_predict(
     model and settings from the partial folder (:mod:`.engine.checkpoint`).
 
     ``model``: a name, a model folder or a loaded model. ``tta=None`` uses the model card's
-    default. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`).
+    default, and ``smooth_sigma=None`` the card's Gaussian pre-filter (a number replaces it
+    for this run). ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`).
     ``save_embeddings``: a zarr store folder for the network outputs (float16, written frame by
     frame; a path ending in ``.npz`` gets the ``.npz`` of
     :func:`~.engine.predict.save_outputs` instead, exported from the store at the end).
@@ -173,7 +175,7 @@ def run_predict(
     clean-up and the writing run here (:mod:`.engine.distributed`). Not with ``resume``."""
     from .engine.modelfile import LoadedModel, load_model
     from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
-    from .engine.predict import resolve_device
+    from .engine.predict import check_smooth_sigma, resolve_device
     from .engine.progress import run
     from .io import ctc
     from .io.movies import open_movie
@@ -203,6 +205,9 @@ def run_predict(
     check_memory((n, y, x), in_memory=False)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
+    if smooth_sigma is not None:
+        card = dataclasses.replace(loaded.card, smooth_sigma=check_smooth_sigma(smooth_sigma))
+        loaded = dataclasses.replace(loaded, card=card)
     movie = movie_all if movie_all is not None else open_movie(input_path, axes)
     movie = check_movie(movie[frames], in_memory=False)
     ndigits = ctc.frame_digits(n_all if movie_all is not None or Path(input_path).is_file()
@@ -310,6 +315,8 @@ def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
         "weights": model_digest(loaded.net),
         "tta": card.tta if tta is None else bool(tta),
     }
+    if card.smooth_sigma:  # absent when off: runs started before the field existed resume
+        fingerprint["smooth_sigma"] = card.smooth_sigma
     return RunCheckpoint(partial_folder(out), fingerprint)
 
 
@@ -649,6 +656,8 @@ def run_models() -> list[dict]:
                 "kind": "shipped" if m.shipped else "user",
                 "trained on": ", ".join(m.card.training.get("data", [])) or "?",
                 "validation": text,
+                "defaults": f"TTA {'on' if m.card.tta else 'off'}, "
+                f"smoothing {m.card.smooth_sigma:g} px",
                 "path": str(m.path),
             }
         )
@@ -710,6 +719,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="test-time augmentation (8 flips/rotations, 8x slower); default: the model "
         "card's choice (embedtrack models shows it)",
+    )
+    pr.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="Gaussian pre-filter of each frame, SD in the network's pixels (0: off); default: "
+        "the model card's (it helps on dim, noisy movies; docs/models.md)",
     )
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     pr.add_argument(
@@ -897,7 +914,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows:
                 print(
                     f"{r['name']:<22} {r['kind']:<8} trained on: {r['trained on']}; "
-                    f"validation: {r['validation']}\n{'':<31}{r['path']}"
+                    f"validation: {r['validation']}\n{'':<31}defaults: {r['defaults']}\n"
+                    f"{'':<31}{r['path']}"
                 )
         elif args.command == "demo":
             print(json.dumps(run_demo(args.out, args.overwrite)))
@@ -931,6 +949,7 @@ def _predict_main(args: argparse.Namespace) -> int:
         "axes": args.axes,
         "warn": warn,
         "resume": args.resume,
+        "smooth_sigma": args.smooth,
     }
     if args.chunk_frames is not None and not args.scheduler:
         raise ValueError("--chunk-frames needs --scheduler (frames per task on the cluster)")

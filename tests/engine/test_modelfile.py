@@ -103,6 +103,27 @@ def test_card_scale_defaults_to_one_and_is_checked(model_dir):
     assert "scale" in _one_line_error(exc, path)
 
 
+def test_card_smoothing_defaults_to_off_and_is_checked(model_dir):
+    d = M.ModelCard(name="c").to_dict()
+    del d["smooth_sigma"]  # cards written before the field existed
+    card = M.ModelCard.from_dict(d)
+    assert card.smooth_sigma == 0.0 and card.input_kwargs["smooth_sigma"] == 0.0
+    card = M.ModelCard.from_dict({**d, "smooth_sigma": 0.5, "scale": 0.5})
+    assert card.input_kwargs == {
+        "grid_spacing": card.grid_spacing,
+        "crop_size": card.crop_size,
+        "scale": 0.5,
+        "percentiles": (1.0, 99.8),
+        "smooth_sigma": 0.5,
+    }
+    path = model_dir / M.CARD
+    for bad in (-0.5, 100, "wide"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "smooth_sigma": bad}))
+        with pytest.raises(M.ModelFileError) as exc:
+            M.load_model(model_dir)
+        assert "smooth_sigma" in _one_line_error(exc, path)
+
+
 def test_card_thresholds_are_the_clustering_defaults(model_dir):
     from napari_embedtrack.engine.pipeline import default_cluster_params
 

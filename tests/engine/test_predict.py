@@ -440,6 +440,28 @@ def test_scale_gives_frame_size_outputs_in_frame_pixels(model):
     assert outs[1].track_offsets.any()
 
 
+def test_smoothing_is_a_gaussian_of_the_frame_in_network_pixels(model):
+    """``smooth_sigma`` (network pixels) smooths each frame by ``sigma / scale`` frame
+    pixels before normalisation: the outputs are those of the movie smoothed by hand, and
+    they differ from the unsmoothed movie's."""
+    from scipy import ndimage
+
+    movie = _movie(2, 48, 64)
+    for scale, sigma in ((1.0, 1.0), (0.5, 0.75)):
+        by_hand = np.stack(
+            [ndimage.gaussian_filter(f.astype(np.float32), sigma / scale) for f in movie]
+        )
+        got = _run(model, movie, tta=False, scale=scale, smooth_sigma=sigma)
+        want = _run(model, by_hand, tta=False, scale=scale)
+        plain = _run(model, movie, tta=False, scale=scale)
+        for g, w, p in zip(got, want, plain, strict=True):
+            _close(g, w, atol=1e-5)
+            assert np.abs(g.stack() - p.stack()).max() > 1e-3
+    zero = _run(model, movie, tta=False, smooth_sigma=0.0)
+    for z, p in zip(zero, _run(model, movie, tta=False), strict=True):
+        _close(z, p, atol=0)
+
+
 def test_single_frame(model):
     frame = _movie(1, 30, 30)[0]
     (out,) = _run(model, frame, tta=False)
@@ -480,6 +502,9 @@ def test_int_and_float_inputs_agree(model):
         ({"percentiles": (99, 1)}, "percentiles"),
         ({"scale": 0.0}, "scale"),
         ({"scale": float("nan")}, "scale"),
+        ({"smooth_sigma": -1.0}, "smooth_sigma"),
+        ({"smooth_sigma": float("inf")}, "smooth_sigma"),
+        ({"smooth_sigma": "1"}, "smooth_sigma"),
     ],
 )
 def test_bad_arguments_raise_at_call(model, kw, match):

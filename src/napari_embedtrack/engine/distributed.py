@@ -211,12 +211,16 @@ def _run_chunk(
     device: str,
     tta: bool,
     params: ClusterParams,
+    inputs: dict,
     store: str,
     outputs: str | None,
     a: int,
     b: int,
 ) -> dict:
-    """One task: network + clustering of frames ``[a, b)`` into the shared store."""
+    """One task: network + clustering of frames ``[a, b)`` into the shared store.
+    ``inputs``: the caller's card's :attr:`~.modelfile.ModelCard.input_kwargs` (a run may
+    change them, e.g. ``embedtrack predict --smooth``; the worker's copy of the card does
+    not know)."""
     from .predict import iter_outputs
 
     zarr = _zarr()
@@ -230,14 +234,10 @@ def _run_chunk(
 
         out_arrs = {k: zarr.open_array(store=str(Path(outputs) / k), mode="r+") for k in FIELDS}
     first = max(a - 1, 0)
-    card = model.card
     frames = iter_outputs(
         model.net,
         movie[first:b],
-        grid_spacing=card.grid_spacing,
-        scale=card.scale,
-        crop_size=card.crop_size,
-        percentiles=tuple(card.percentiles),
+        **inputs,
         tta=tta,
         device=device,
         prefetch=False,
@@ -299,7 +299,8 @@ def track_frames_distributed(
         movie: a path every worker can read (CTC sequence folder, TIFF stack, zarr /
             OME-Zarr), or a :class:`MovieSource`.
         model: a shipped model's name, a model folder, or a loaded model with a ``path``
-            (the workers load it themselves, once per worker).
+            (the workers load it themselves, once per worker; the input settings of its
+            card, e.g. a changed ``smooth_sigma``, go with the tasks).
         scheduler: the scheduler's address (``tcp://host:port``) or a ``distributed.Client``.
         store: a folder on a filesystem every worker and this process share, for the
             per-frame labels and vote shifts (created; the caller removes it).
@@ -332,7 +333,8 @@ def track_frames_distributed(
     own = not _is_client(scheduler)
     client = connect(scheduler)
     try:
-        args = (source, ref, (n, y, x), device, tta, params, Path(store), outputs)
+        inputs = loaded.card.input_kwargs
+        args = (source, ref, (n, y, x), device, tta, params, inputs, Path(store), outputs)
         return (yield from _track(client, *args, chunk_frames, should_stop, checkpoint))
     finally:
         if own:
@@ -340,8 +342,8 @@ def track_frames_distributed(
 
 
 def _track(
-    client, source, ref, shape, device, tta, params, store, outputs, chunk_frames, should_stop,
-    checkpoint,
+    client, source, ref, shape, device, tta, params, inputs, store, outputs, chunk_frames,
+    should_stop, checkpoint,
 ) -> Generator[Progress, None, RawTracks]:  # fmt: skip
     n, y, x = shape
     frame_store = checkpoint if checkpoint is not None else _MemoryFrames()
@@ -359,7 +361,7 @@ def _track(
     tag = uuid.uuid4().hex[:8]
     futures = [
         client.submit(
-            _run_chunk, source, ref, device, tta, params, str(store), out_path, a, b,
+            _run_chunk, source, ref, device, tta, params, inputs, str(store), out_path, a, b,
             key=f"embedtrack-chunk-{a}-{b}-{tag}", priority=len(chunks) - i, pure=False,
         )
         for i, (a, b) in enumerate(chunks)

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .model import ARCHITECTURE, EmbedTrackNet, build_model
-from .predict import check_scale
+from .predict import check_scale, check_smooth_sigma
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class ModelCard:
         scale: image scale the network works at: frames are resized by this factor before
             the network and its outputs resized back (0.5 for large cells, e.g. MSC).
         percentiles: per-frame normalisation percentiles (low, high).
+        smooth_sigma: Gaussian pre-filter of every frame before normalisation, SD in the
+            network's pixels (0: off). Decided per model on the validation proxies: on the
+            dim, noisy copies it lifts what the network finds (docs/models.md, session 12).
         min_size: minimum instance size (px): half the 1% percentile of training mask sizes.
         cell_size: median area (px, movie pixels) of the training masks; the track clean-up
             rules (fragments, divisions, gaps) scale with it. 0: unknown (rules off).
@@ -68,6 +71,7 @@ class ModelCard:
     grid_spacing: float = 1.0 / 255.0
     scale: float = 1.0
     percentiles: tuple[float, float] = (1.0, 99.8)
+    smooth_sigma: float = 0.0
     min_size: int = 20
     cell_size: int = 0
     tta: bool = False
@@ -83,6 +87,17 @@ class ModelCard:
     def pixel_spacing(self) -> float:
         """Size of one frame pixel on the network's grid (what clustering needs)."""
         return self.grid_spacing * self.scale
+
+    @property
+    def input_kwargs(self) -> dict[str, Any]:
+        """What :func:`~napari_embedtrack.engine.predict.iter_outputs` needs from the card."""
+        return {
+            "grid_spacing": self.grid_spacing,
+            "crop_size": self.crop_size,
+            "scale": self.scale,
+            "percentiles": tuple(self.percentiles),
+            "smooth_sigma": self.smooth_sigma,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -100,6 +115,7 @@ class ModelCard:
             kw["percentiles"] = tuple(kw["percentiles"])
         try:
             check_scale(kw.get("scale", 1.0))
+            check_smooth_sigma(kw.get("smooth_sigma", 0.0))
         except ValueError as err:
             raise ModelFileError(f"{source}: {err}") from None
         for key in ("seed_threshold", "score_threshold"):

@@ -342,10 +342,7 @@ def track_frames(
         iter_outputs(
             model.net,
             movie[first:],
-            grid_spacing=model.card.grid_spacing,
-            scale=model.card.scale,
-            crop_size=model.card.crop_size,
-            percentiles=tuple(model.card.percentiles),
+            **model.card.input_kwargs,
             tta=tta,
             device=dev,
         )

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from .model import STRIDE
@@ -592,6 +593,7 @@ def iter_outputs(
     fold_bn: bool = True,
     reuse_features: bool = True,
     prefetch: bool | None = None,
+    smooth_sigma: float = 0.0,
 ) -> Iterator[FrameOutput]:
     """Network outputs of every frame of a movie, in pixel units, one frame at a time.
 
@@ -635,6 +637,10 @@ def iter_outputs(
         overlaps the network on frame t+1; the frames and their order are unchanged.
         ``None`` (default): on for CUDA and MPS, off on CPU (where both would share the same
         cores). The iterator's ``close()`` stops the thread.
+    smooth_sigma : the model card's Gaussian pre-filter, SD in network pixels (0: off): each
+        frame is smoothed with SD ``smooth_sigma / scale`` frame pixels before it is
+        normalised (on dim, noisy movies this lifts what the network finds, see
+        docs/models.md).
 
     Yields
     ------
@@ -651,6 +657,7 @@ def iter_outputs(
         movie = np.asarray(movie)
     _check_args(movie, grid_spacing, crop_size, percentiles, overlap, batch_size, tile_size)
     scale = check_scale(scale)
+    sigma = check_smooth_sigma(smooth_sigma) / scale
     dev = resolve_device(device)
     use_amp = auto_amp(dev) if amp is None else bool(amp)
     if dev.type == "cuda":
@@ -672,7 +679,9 @@ def iter_outputs(
         reuse_features=bool(reuse_features),
     )
     spacing = float(grid_spacing) * scale  # grid size of one frame pixel
-    it = _iterate(model, frames, n_frames, predictor, spacing, percentiles, shape, bool(fold_bn))
+    it = _iterate(
+        model, frames, n_frames, predictor, spacing, percentiles, shape, bool(fold_bn), sigma
+    )
     if prefetch is None:
         prefetch = dev.type in ("cuda", "mps")
     return _Background(it) if prefetch else it
@@ -745,6 +754,8 @@ class _Background:
 
 
 SCALE_RANGE = (0.05, 4.0)
+#: Largest Gaussian pre-filter SD (network pixels) a card or a caller may ask for.
+MAX_SMOOTH_SIGMA = 8.0
 
 
 def check_scale(scale) -> float:
@@ -754,6 +765,17 @@ def check_scale(scale) -> float:
     if not ok:
         raise ValueError(f"scale must be a number in [{lo:g}, {hi:g}], got {scale!r}")
     return float(scale)
+
+
+def check_smooth_sigma(sigma) -> float:
+    """A pre-filter SD as a float; ValueError unless a number in [0, MAX_SMOOTH_SIGMA]."""
+    ok = isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+    if not (ok and math.isfinite(sigma) and 0.0 <= sigma <= MAX_SMOOTH_SIGMA):
+        raise ValueError(
+            f"smooth_sigma must be a number in [0, {MAX_SMOOTH_SIGMA:g}] (network pixels), "
+            f"got {sigma!r}"
+        )
+    return float(sigma)
 
 
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -780,7 +802,9 @@ def resize_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 _PREPARE_LOCK = threading.Lock()
 
 
-def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, shape, fold_bn):
+def _iterate(
+    model, frames, n_frames, predictor, pixel_spacing, percentiles, shape, fold_bn, sigma=0.0
+):
     was_training = model.training
     with _PREPARE_LOCK:
         model.to(predictor.device, memory_format=torch.channels_last).eval()
@@ -788,7 +812,7 @@ def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, sha
             predictor.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
     try:
         for t in range(n_frames):
-            image = normalize(frames[t], percentiles, frame_index=t)
+            image = normalize(_smooth(frames[t], sigma), percentiles, frame_index=t)
             seg, track = predictor(resize_image(image, predictor.shape))
             seg = resize_image(seg, shape)
             track = None if track is None else resize_image(track, shape)
@@ -796,6 +820,13 @@ def _iterate(model, frames, n_frames, predictor, pixel_spacing, percentiles, sha
     finally:
         predictor.reset()
         model.train(was_training)
+
+
+def _smooth(frame, sigma: float):
+    """``frame`` smoothed by a Gaussian of SD ``sigma`` pixels (float32), or as it is (0)."""
+    if sigma <= 0:
+        return frame
+    return ndimage.gaussian_filter(np.asarray(frame, dtype=np.float32), sigma, mode="reflect")
 
 
 def _frame_output(seg: np.ndarray, track: np.ndarray | None, pixel_spacing: float) -> FrameOutput:

@@ -353,10 +353,7 @@ def validate(
             outs = iter_outputs(
                 net,
                 movie,
-                grid_spacing=card.grid_spacing,
-                scale=card.scale,
-                crop_size=card.crop_size,
-                percentiles=card.percentiles,
+                **card.input_kwargs,
                 tta=False,
                 device=device,
             )
