@@ -281,3 +281,39 @@ def test_long_results_are_shown_lazily_from_disk(qtbot, setup, tiny_model, movie
     again = drive(retrack(list(reclustered.outputs), reclustered.params))  # in memory
     np.testing.assert_array_equal(data[1:5], again.labels)
     assert not data[[0, 5]].any()
+
+
+def test_smoothing_defaults_to_the_card_and_reaches_the_network(qtbot, setup, tiny_model, movie):
+    """The smoothing box takes the card's pre-filter; a run sees the frames smoothed by the
+    box's value: its outputs are the engine's with that ``smooth_sigma``, not the card's."""
+    import torch
+
+    from napari_embedtrack.engine.modelfile import load_model, save_model
+    from napari_embedtrack.engine.predict import iter_outputs
+
+    loaded = load_model(tiny_model, device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # random heads of a random net: outputs that follow the input
+        for head in (loaded.net.seg_decoder.output_conv, loaded.net.track_decoder.output_conv):
+            head.weight.normal_(0, 0.01)
+    card = dataclasses.replace(loaded.card, name="tiny smooth", smooth_sigma=1.5)
+    smooth_model = save_model(tiny_model.parent / "tiny-smooth", loaded.net, card).resolve()
+    _, widget, _ = setup()
+    widget._model.value = smooth_model
+    assert widget._smooth.value == 1.5
+    widget._model.value = tiny_model
+    assert widget._smooth.value == 0.0
+    widget._model.value = smooth_model
+
+    def engine(sigma):
+        kw = card.input_kwargs | {"smooth_sigma": sigma, "tta": False}
+        return np.stack([o.offsets for o in iter_outputs(loaded.net, movie.image, **kw)])
+
+    seen = {}
+    for sigma in (1.5, 0.0):
+        widget._smooth.value = sigma
+        record = run(qtbot, widget)
+        seen[sigma] = np.stack([o.offsets for o in record.outputs]).astype(np.float32)
+        np.testing.assert_allclose(seen[sigma], engine(sigma), atol=2e-3)
+    assert np.abs(seen[1.5] - seen[0.0]).max() > 0.01  # the box changed what the network saw
+    assert load_model(smooth_model).card.smooth_sigma == 1.5  # the card itself is unchanged

@@ -36,7 +36,7 @@ from ..engine.cluster import ClusterParams
 from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
 from ..engine.outputs import FrameOutput
 from ..engine.pipeline import RawTracks, retrack_frames, track_frames
-from ..engine.predict import resolve_device
+from ..engine.predict import check_smooth_sigma, resolve_device
 from ..engine.progress import Progress, run
 from ..io.movies import LazyMovie
 from ..io.tracks import lineage_to_tracks
@@ -185,18 +185,23 @@ class TrackingState:
         device: str,
         tta: bool,
         params: Callable[[ModelCard], ClusterParams],
+        smooth_sigma: float | None = None,
         should_stop: Callable[[], bool],
     ) -> Generator[Progress, None, RunRecord]:
         """Run the network on ``movie`` (a (T, Y, X) slice of the input, or (Y, X); numpy,
         dask or zarr: read one frame at a time).
 
         ``params`` maps the model's card to the clustering settings (so that the grid spacing
-        always comes from the card). Runs in a worker thread; the caller stores the returned
+        always comes from the card). ``smooth_sigma`` replaces the card's Gaussian pre-filter
+        for this run (None: the card's). Runs in a worker thread; the caller stores the returned
         record in :attr:`record` on the main thread (which removes the previous run's
         folder).
         """
         yield Progress(0, 0, "loading model", {"frame": -1})
         model = self.model(model_path, device)
+        if smooth_sigma is not None and smooth_sigma != model.card.smooth_sigma:
+            card = dataclasses.replace(model.card, smooth_sigma=check_smooth_sigma(smooth_sigma))
+            model = dataclasses.replace(model, card=card)
         cluster_params = params(model.card)
         t = 1 if movie.ndim == 2 else int(movie.shape[0])
         y, x = (int(n) for n in movie.shape[-2:])

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..engine.modelfile import ModelCard
 from ..engine.pipeline import default_cluster_params
+from ..engine.predict import MAX_SMOOTH_SIGMA
 from ._edit import keep_pins  # issue #17: pins survive re-runs and re-clustering
 from ._inputs import InputError, movie_of
 from ._layers import (
@@ -82,6 +83,13 @@ class TrackWidget(Container):
         self._card = Label(label="")
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._tta = CheckBox(text="test-time augmentation (8x slower)", value=False)
+        self._smooth = FloatSpinBox(
+            label="smoothing (px)", min=0.0, max=MAX_SMOOTH_SIGMA, step=0.25, value=0.0
+        )
+        self._smooth.tooltip = (
+            "Gaussian pre-filter of each frame, SD in the network's pixels (0: off); "
+            "the default is the model card's. It helps on dim, noisy movies"
+        )
         self._first = SpinBox(label="first frame", min=0, max=0)
         self._last = SpinBox(label="last frame", min=0, max=0)
         self._inspect = CheckBox(text="inspection layers (seediness, bandwidths, offsets)")
@@ -97,14 +105,15 @@ class TrackWidget(Container):
         self._min_size.tooltip = "Smaller cells are dropped (default from the model card)"
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
         self.extend([
-            self._image, model_row, self._card, self._device, self._tta,
+            self._image, model_row, self._card, self._device, self._tta, self._smooth,
             self._first, self._last, self._inspect, buttons, self._bar, self._status,
             Label(value="<b>Re-cluster</b> (no network run)"),
             self._seed, self._score, self._min_size,
         ])  # fmt: skip
         self._inputs = [
-            self._image, self._model, self._load, self._device, self._tta, self._first,
-            self._last, self._inspect, self._run, self._seed, self._score, self._min_size,
+            self._image, self._model, self._load, self._device, self._tta, self._smooth,
+            self._first, self._last, self._inspect, self._run, self._seed, self._score,
+            self._min_size,
         ]  # fmt: skip
 
         self.runner = TaskRunner(self._bar, self._status, parent=self.native)
@@ -185,7 +194,8 @@ class TrackWidget(Container):
         self._seed.value = params.seed_threshold
         self._score.value = params.score_threshold
         self._min_size.value = params.min_size
-        self._tta.value = card.tta  # the model's own default, as in the CLI
+        self._tta.value = card.tta  # the model's own defaults, as in the CLI
+        self._smooth.value = card.smooth_sigma
         self._blocked = blocked
 
     # ------------------------------------------------------------------ run / cancel
@@ -226,6 +236,7 @@ class TrackWidget(Container):
             model_path=self._model.value,
             device=self._device.value,
             tta=self._tta.value,
+            smooth_sigma=self._smooth.value,
             params=params,
             should_stop=self._stop.is_set,
         )
