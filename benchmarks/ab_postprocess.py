@@ -93,7 +93,7 @@ for _f in (0.35, 0.5):
 # the seediness threshold on top of the session-10 clean-up (models fine-tuned with cells of
 # unequal brightness find small pieces on dim frames)
 _S10 = VARIANTS["now, small tracks 0.35 of the pixel-weighted median, edge 0.35"]
-for _v in (0.4, 0.5, 0.6):
+for _v in (0.3, 0.4, 0.5, 0.6):
     VARIANTS[f"session 10, seed_threshold {_v}"] = {**_S10, "seed_threshold": _v}
 VARIANTS["default"] = _S10  # the clean-up every model ships with (since session 10)
 # session 11: masks grow into the dim rim of their cell (ClusterParams.grow_threshold)
