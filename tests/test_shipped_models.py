@@ -21,12 +21,14 @@ N_FRAMES = 6
 
 # model -> (SEG floor, TRA floor) on its clip's frames 0-5, no TTA; measured at commit time
 # (docs/models.md), session-10 clean-up: Fluo-N2DH-SIM+ SEG 0.772, TRA 0.969 (session-9
-# weights); Fluo-N2DH-GOWT1 SEG 0.848, TRA 0.975 (session-10 weights); Fluo-C2DL-MSC SEG 0.558,
-# TRA 1.000 (cells cut by the clip's edges score low)
+# weights); Fluo-N2DH-GOWT1 SEG 0.844, TRA 0.973 (session-10 weights, smoothing 2.5 px since
+# session 12); Fluo-C2DL-MSC SEG 0.446, TRA 0.924 (smoothing 0.5 px since session 12: one
+# long cell of the clip is split in two frames; 0.545 / 1.000 unsmoothed; cells cut by the
+# clip's edges score low)
 FLOORS = {
     "Fluo-N2DH-SIM+": (0.74, 0.94),
     "Fluo-N2DH-GOWT1": (0.82, 0.94),
-    "Fluo-C2DL-MSC": (0.52, 0.94),
+    "Fluo-C2DL-MSC": (0.42, 0.90),
 }
 
 
@@ -94,3 +96,32 @@ def test_card_scale_runs_a_model_at_another_pixel_size(tmp_path: Path):
     assert base["SEG"] > 0.7
     assert fine["SEG"] >= base["SEG"] - 0.03
     assert fine["TRA"] >= base["TRA"] - 0.02
+
+
+def test_msc_card_smoothing_finds_the_cells_of_a_dimmed_copy(tmp_path: Path):
+    """The MSC card's Gaussian pre-filter (``smooth_sigma``) on the dimmed, noisier copy of
+    its clip (``restyle_movie(..., "hard")``, the validation proxy): every cell found, where
+    the same frames unsmoothed lose over half of them (measured: DET 1.000 / SEG 0.366 with
+    the card's 0.5, DET 0.435 / SEG 0.204 with 0; docs/models.md, session 12)."""
+    import dataclasses
+
+    import numpy as np
+
+    from napari_embedtrack.engine.data import normalize_frame
+    from napari_embedtrack.engine.proxy import restyle_movie
+
+    name = "Fluo-C2DL-MSC"
+    clip = CLIPS[name]
+    gt = ctc.read_ground_truth(clip / "01_GT")
+    model = load_model(name, device="cpu")
+    assert model.card.smooth_sigma > 0
+    norm = np.stack(
+        [normalize_frame(f, model.card.percentiles) for f in ctc.read_movie(clip / "01")]
+    )
+    hard = restyle_movie(norm, "hard", labels=gt.tra)
+    smoothed = _track_and_score(hard, model, gt, tmp_path / "card")
+    off = dataclasses.replace(model, card=dataclasses.replace(model.card, smooth_sigma=0.0))
+    plain = _track_and_score(hard, off, gt, tmp_path / "off")
+    assert smoothed["DET"] >= 0.9 and smoothed["SEG"] >= 0.3
+    assert smoothed["DET"] >= plain["DET"] + 0.3
+    assert smoothed["SEG"] >= plain["SEG"] + 0.1
