@@ -1,10 +1,12 @@
 """Time the network's own training step (forward, backward, Adam) under CPU variants.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_network_step.py --variant {base,cl,compile}``
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_network_step.py --variant V``
 (base: fp32 contiguous, as training runs on CPUs without native bf16; cl: channels_last;
-compile: ``torch.compile`` with the default inductor backend). A fresh network, random
-inputs of ``--batch-size`` pairs of ``--crop`` pixels, a linear loss; prints each step's
-seconds and, last, the median of the steps after ``--warmup`` as JSON.
+compile: ``torch.compile`` with the default inductor backend; bf16 / bf16-cl: the forward
+under bf16 autocast, contiguous or channels_last, as training runs on CPUs with native
+bf16). A fresh network, random inputs of ``--batch-size`` pairs of ``--crop`` pixels, a
+linear loss; prints each step's seconds and, last, the median of the steps after
+``--warmup`` as JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from napari_embedtrack.engine.model import build_model
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variant", choices=["base", "cl", "compile"], default="base")
+    p.add_argument(
+        "--variant", choices=["base", "cl", "compile", "bf16", "bf16-cl"], default="base"
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=4)
@@ -34,7 +38,7 @@ def main(argv=None) -> dict:
     net.train()
     shape = (args.batch_size, 1, args.crop, args.crop)
     cur, prev = torch.randn(shape), torch.randn(shape)
-    if args.variant == "cl":
+    if args.variant in ("cl", "bf16-cl"):
         net = net.to(memory_format=torch.channels_last)
         cur = cur.contiguous(memory_format=torch.channels_last)
         prev = prev.contiguous(memory_format=torch.channels_last)
@@ -43,7 +47,8 @@ def main(argv=None) -> dict:
     times = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        seg_t, seg_prev, trk = fn(cur, prev)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant.startswith("bf16")):
+            seg_t, seg_prev, trk = fn(cur, prev)
         loss = seg_t.mean() + seg_prev.mean() + trk.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

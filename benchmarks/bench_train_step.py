@@ -1,7 +1,7 @@
 """Time one training step on CPU and the share of it spent in the loss (issue #13).
 
 Run: ``python benchmarks/bench_train_step.py [--threads 1] [--batch-size 4] [--steps 5]
-[--init Fluo-N2DH-SIM+]``.
+[--init Fluo-N2DH-SIM+] [--amp]``.
 
 A batch of augmented ``--crop`` crops of frame pairs from a synthetic movie of touching,
 dividing cells (``napari_embedtrack.synthetic``, sampled by ``engine.data.PairSampler`` as in
@@ -35,6 +35,7 @@ from napari_embedtrack.engine import data as D
 from napari_embedtrack.engine import losses as L
 from napari_embedtrack.engine.model import build_model
 from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.predict import cpu_has_native_bf16
 from napari_embedtrack.synthetic import make_movie
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,12 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
-def _step(net, opt, cur, prev, batch, spacing, loss_fn) -> dict[str, float]:
-    """One training step; seconds of forward, loss, backward and the whole step."""
+def _step(net, opt, cur, prev, batch, spacing, loss_fn, amp=False) -> dict[str, float]:
+    """One training step; seconds of forward, loss, backward and the whole step. ``amp``:
+    the forward under bf16 autocast, as ``engine.train`` runs it on CPUs with native bf16."""
     t0 = time.perf_counter()
-    seg_t, seg_prev, trk = net(cur, prev)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        seg_t, seg_prev, trk = net(cur, prev)
     t1 = time.perf_counter()
     loss, _ = loss_fn(seg_t, seg_prev, trk, batch, spacing)
     t2 = time.perf_counter()
@@ -99,15 +102,17 @@ def _loss_only(outputs, batch, spacing, loss_fn) -> dict[str, float]:
     return {"loss_forward": t1 - t0, "loss_backward": t2 - t1}
 
 
-def time_variants(net, opt, batch, spacing, variants, outputs, steps, warmup) -> dict:
+def time_variants(net, opt, batch, spacing, variants, outputs, steps, warmup, amp=False) -> dict:
     """Median ms per variant; the variants take turns step by step (a busy machine slows
-    them alike)."""
+    them alike). ``amp``: bf16 autocast and channels_last, as training on a bf16 CPU."""
     img = batch["image"]
-    prev, cur = img[:, 0:1].contiguous(), img[:, 1:2].contiguous()
+    fmt = torch.channels_last if amp else torch.contiguous_format
+    prev = img[:, 0:1].contiguous(memory_format=fmt)
+    cur = img[:, 1:2].contiguous(memory_format=fmt)
     rec: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
     for i in range(warmup + steps):
         for name, fn in variants.items():
-            times = _step(net, opt, cur, prev, batch, spacing, fn)
+            times = _step(net, opt, cur, prev, batch, spacing, fn, amp)
             if name != "linear":
                 times.update(_loss_only(outputs, batch, spacing, fn))
             if i >= warmup:
@@ -131,6 +136,12 @@ def main(argv=None) -> dict:
         help="start from this model (shipped name or folder; fine-tuning) instead of a fresh "
         "network, whose zero offsets are the loss's worst case",
     )
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="bf16 autocast + channels_last, as training runs on CPUs with native bf16 "
+        "(AVX512-BF16 / AMX; much slower elsewhere)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -143,6 +154,8 @@ def main(argv=None) -> dict:
     else:
         net = build_model()
     net.train()
+    if args.amp:
+        net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)  # tiny steps: outputs stay comparable
     variants = {
         "reference": ref.embedtrack_loss,
@@ -169,8 +182,12 @@ def main(argv=None) -> dict:
         "loss_current": float(v_cur),
         "loss_rel_diff": rel,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "amp": args.amp,
+        "cpu_has_native_bf16": cpu_has_native_bf16(),
     }
-    result.update(time_variants(net, opt, batch, spacing, variants, outs, args.steps, args.warmup))
+    result.update(
+        time_variants(net, opt, batch, spacing, variants, outs, args.steps, args.warmup, args.amp)
+    )
     net_bwd = result["linear"]["backward"]
     for name in ("reference", "current"):
         r = result[name]
