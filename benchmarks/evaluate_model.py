@@ -1,7 +1,7 @@
 """Score a model with the official CTC metrics on a frame range of a CTC sequence.
 
 Predicts the frames (default settings of `embedtrack predict`: TTA as the model card says;
-`--tta` / `--no-tta` to choose),
+`--tta` / `--no-tta` to choose; `--smooth SIGMA` replaces the card's pre-filter),
 writes CTC results, writes the ground truth of the same frames (renumbered from 0), and
 prints SEG/DET/TRA, the lineage measures CT/TF/BC(1)/CCA and the track counts from
 py-ctcmetrics (`ctc.score_results`) plus the timing as one JSON object.
@@ -41,6 +41,13 @@ def main() -> None:
         "new movie; warped: one smooth deformation of frames and truth (cells the model has "
         "not seen), warped-STYLE: warped, then re-styled",
     )
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="Gaussian pre-filter SD in network pixels (default: the card's)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -66,7 +73,15 @@ def main() -> None:
         tifffile.imwrite(source, norm)
     ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     t0 = time.perf_counter()
-    run_predict(source, args.model, out / "RES", tta=args.tta, frames=frames, progress=False)
+    run_predict(
+        source,
+        args.model,
+        out / "RES",
+        tta=args.tta,
+        frames=frames,
+        progress=False,
+        smooth_sigma=args.smooth,
+    )
     seconds = time.perf_counter() - t0
     scores = ctc.score_results(out / "GT", out / "RES")
     print(
@@ -77,6 +92,7 @@ def main() -> None:
                 "frames": f"{start}-{stop - 1}",
                 "style": args.style,
                 "tta": "card default" if args.tta is None else args.tta,
+                "smooth": "card default" if args.smooth is None else args.smooth,
                 **{k: v if v is None else round(v, 4) for k, v in scores.items()},
                 "seconds_per_frame": round(seconds / (stop - start), 2),
             }
