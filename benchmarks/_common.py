@@ -1,5 +1,5 @@
 """Command-line arguments shared by the benchmark scripts that score a model on a CTC
-sequence (``evaluate_model.py``, ``tune_thresholds.py``)."""
+sequence (``evaluate_model.py``, ``tune_thresholds.py``, ``cache_outputs.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ def add_model_and_frames(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CTC dataset folder (with 01 and 01_GT)")
     p.add_argument("--seq", default="01")
     p.add_argument("--frames", type=_frames, default=slice(None))
+
+
+def add_smooth(p: argparse.ArgumentParser) -> None:
+    """``--smooth SIGMA``: the Gaussian pre-filter replacing the card's (``smooth_sigma``)."""
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="Gaussian pre-filter SD in network pixels, replacing the card's (0: off)",
+    )
 
 
 def warped_copy(movie, gt):

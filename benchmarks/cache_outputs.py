@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import add_model_and_frames
+from _common import add_model_and_frames, add_smooth
 
 from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
@@ -56,13 +56,7 @@ def main() -> None:
         default=None,
         help="bf16 autocast on or off (default: iter_outputs' choice for this machine)",
     )
-    p.add_argument(
-        "--smooth",
-        type=float,
-        default=None,
-        metavar="SIGMA",
-        help="Gaussian pre-filter SD in network pixels, replacing the card's (0: off)",
-    )
+    add_smooth(p)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)

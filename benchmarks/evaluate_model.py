@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _common import add_model_and_frames, warped_copy
+from _common import add_model_and_frames, add_smooth, warped_copy
 
 from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.data import normalize_frame
@@ -41,13 +41,7 @@ def main() -> None:
         "new movie; warped: one smooth deformation of frames and truth (cells the model has "
         "not seen), warped-STYLE: warped, then re-styled",
     )
-    p.add_argument(
-        "--smooth",
-        type=float,
-        default=None,
-        metavar="SIGMA",
-        help="Gaussian pre-filter SD in network pixels (default: the card's)",
-    )
+    add_smooth(p)
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
