@@ -42,6 +42,9 @@ def test_every_shipped_model_has_a_floor_and_loads():
         assert card.name == name
         assert card.training.get("data"), f"{name}: card lacks training data"
         assert card.validation, f"{name}: card lacks validation figures"
+        if card.smooth_sigma:  # the figures behind the card's pre-filter are its own SD's
+            rows = card.validation.get("smoothing", {})
+            assert f"sigma {card.smooth_sigma:g}" in rows and "sigma 0" in rows, name
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
