@@ -20,7 +20,7 @@ from napari_embedtrack.io import ctc
 N_FRAMES = 6
 
 # model -> (SEG floor, TRA floor) on its clip's frames 0-5, no TTA; measured at commit time
-# (docs/models.md), session-10 clean-up: Fluo-N2DH-SIM+ SEG 0.772, TRA 0.969 (session-9
+# (docs/models.md), session-10 clean-up: Fluo-N2DH-SIM+ SEG 0.783, TRA 0.969 (session-12
 # weights); Fluo-N2DH-GOWT1 SEG 0.844, TRA 0.973 (session-10 weights, smoothing 2.5 px since
 # session 12); Fluo-C2DL-MSC SEG 0.446, TRA 0.924 (smoothing 0.5 px since session 12: one
 # long cell of the clip is split in two frames; 0.545 / 1.000 unsmoothed; cells cut by the
