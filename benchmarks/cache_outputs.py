@@ -14,7 +14,6 @@ fast path.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from _common import add_model_and_frames, add_smooth
 from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
-from napari_embedtrack.engine.predict import check_smooth_sigma, iter_outputs, save_outputs
+from napari_embedtrack.engine.predict import iter_outputs, save_outputs
 from napari_embedtrack.engine.proxy import restyle_movie
 from napari_embedtrack.io import ctc
 
@@ -67,10 +66,8 @@ def main() -> None:
     if not (out / "GT").exists():
         ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     movie = ctc.read_movie(data / args.seq)[start:stop]
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu").with_smooth_sigma(args.smooth)
     card = model.card
-    if args.smooth is not None:
-        card = dataclasses.replace(card, smooth_sigma=check_smooth_sigma(args.smooth))
     for style in args.styles:
         frames = movie
         if style != "plain":

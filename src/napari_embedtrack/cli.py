@@ -175,7 +175,7 @@ def run_predict(
     clean-up and the writing run here (:mod:`.engine.distributed`). Not with ``resume``."""
     from .engine.modelfile import LoadedModel, load_model
     from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
-    from .engine.predict import check_smooth_sigma, resolve_device
+    from .engine.predict import resolve_device
     from .engine.progress import run
     from .io import ctc
     from .io.movies import open_movie
@@ -205,9 +205,7 @@ def run_predict(
     check_memory((n, y, x), in_memory=False)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
-    if smooth_sigma is not None:
-        card = dataclasses.replace(loaded.card, smooth_sigma=check_smooth_sigma(smooth_sigma))
-        loaded = dataclasses.replace(loaded, card=card)
+    loaded = loaded.with_smooth_sigma(smooth_sigma)
     movie = movie_all if movie_all is not None else open_movie(input_path, axes)
     movie = check_movie(movie[frames], in_memory=False)
     ndigits = ctc.frame_digits(n_all if movie_all is not None or Path(input_path).is_file()

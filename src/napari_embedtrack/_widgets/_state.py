@@ -36,7 +36,7 @@ from ..engine.cluster import ClusterParams
 from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
 from ..engine.outputs import FrameOutput
 from ..engine.pipeline import RawTracks, retrack_frames, track_frames
-from ..engine.predict import check_smooth_sigma, resolve_device
+from ..engine.predict import resolve_device
 from ..engine.progress import Progress, run
 from ..io.movies import LazyMovie
 from ..io.tracks import lineage_to_tracks
@@ -199,9 +199,7 @@ class TrackingState:
         """
         yield Progress(0, 0, "loading model", {"frame": -1})
         model = self.model(model_path, device)
-        if smooth_sigma is not None and smooth_sigma != model.card.smooth_sigma:
-            card = dataclasses.replace(model.card, smooth_sigma=check_smooth_sigma(smooth_sigma))
-            model = dataclasses.replace(model, card=card)
+        model = model.with_smooth_sigma(smooth_sigma)
         cluster_params = params(model.card)
         t = 1 if movie.ndim == 2 else int(movie.shape[0])
         y, x = (int(n) for n in movie.shape[-2:])

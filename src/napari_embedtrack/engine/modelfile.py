@@ -133,6 +133,14 @@ class LoadedModel:
     card: ModelCard
     path: Path | None = None
 
+    def with_smooth_sigma(self, sigma: float | None) -> LoadedModel:
+        """This model with its card's pre-filter replaced for a run (checked; the same
+        network, the card on disk untouched); ``None``: this model as it is."""
+        if sigma is None:
+            return self
+        card = dataclasses.replace(self.card, smooth_sigma=check_smooth_sigma(sigma))
+        return dataclasses.replace(self, card=card)
+
 
 def save_model(
     out_dir: str | Path, net: EmbedTrackNet, card: ModelCard, half: bool = False
