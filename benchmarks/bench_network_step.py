@@ -4,9 +4,9 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_network_step.py --variant V``
 (base: fp32 contiguous, as training runs on CPUs without native bf16; cl: channels_last;
 compile: ``torch.compile`` with the default inductor backend; bf16 / bf16-cl: the forward
 under bf16 autocast, contiguous or channels_last, as training runs on CPUs with native
-bf16). A fresh network, random inputs of ``--batch-size`` pairs of ``--crop`` pixels, a
-linear loss; prints each step's seconds and, last, the median of the steps after
-``--warmup`` as JSON.
+bf16; bf16-cl-compile: the last compiled with inductor). A fresh network, random inputs
+of ``--batch-size`` pairs of ``--crop`` pixels, a linear loss; prints each step's seconds
+and, last, the median of the steps after ``--warmup`` as JSON.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from napari_embedtrack.engine.model import build_model
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--variant", choices=["base", "cl", "compile", "bf16", "bf16-cl"], default="base"
-    )
+    variants = ["base", "cl", "compile", "bf16", "bf16-cl", "bf16-cl-compile"]
+    p.add_argument("--variant", choices=variants, default="base")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=4)
@@ -38,11 +37,11 @@ def main(argv=None) -> dict:
     net.train()
     shape = (args.batch_size, 1, args.crop, args.crop)
     cur, prev = torch.randn(shape), torch.randn(shape)
-    if args.variant in ("cl", "bf16-cl"):
+    if args.variant in ("cl", "bf16-cl", "bf16-cl-compile"):
         net = net.to(memory_format=torch.channels_last)
         cur = cur.contiguous(memory_format=torch.channels_last)
         prev = prev.contiguous(memory_format=torch.channels_last)
-    fn = torch.compile(net) if args.variant == "compile" else net
+    fn = torch.compile(net) if args.variant.endswith("compile") else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
     times = []
     for i in range(args.warmup + args.steps):

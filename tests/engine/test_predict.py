@@ -79,7 +79,8 @@ def _run(model, movie, **kw):
     """iter_outputs in tiles of CROP (the tiling tests' layout) unless ``tile_size`` is given;
     ``tile_size=None`` is the automatic (whole-frame) fast path."""
     kw = {
-        "grid_spacing": GRID, "crop_size": CROP, "tile_size": CROP, "device": "cpu", "amp": False
+        "grid_spacing": GRID, "crop_size": CROP, "tile_size": CROP, "device": "cpu", "amp": False,
+        "tta": True,
     } | kw  # fmt: skip
     return list(iter_outputs(model, movie, **kw))
 
@@ -508,12 +509,12 @@ def test_int_and_float_inputs_agree(model):
     ],
 )
 def test_bad_arguments_raise_at_call(model, kw, match):
-    args = {"grid_spacing": GRID, "crop_size": CROP, "device": "cpu"} | kw
+    args = {"grid_spacing": GRID, "crop_size": CROP, "device": "cpu", "tta": False} | kw
     with pytest.raises(ValueError, match=match):
         iter_outputs(model, np.zeros((2, 8, 8)), **args)
     for shape in [(1, 2, 8, 8), (0, 8, 8), (2, 0, 8)]:
         with pytest.raises(ValueError, match="movie must be"):
-            iter_outputs(model, np.zeros(shape), grid_spacing=GRID, crop_size=CROP)
+            iter_outputs(model, np.zeros(shape), grid_spacing=GRID, crop_size=CROP, tta=False)
 
 
 def test_model_mode_restored(model):

@@ -583,7 +583,7 @@ def iter_outputs(
     grid_spacing: float,
     crop_size: int,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    tta: bool = True,
+    tta: bool,
     device: str | torch.device = "auto",
     batch_size: int | None = None,
     amp: bool | None = None,
@@ -609,7 +609,8 @@ def iter_outputs(
     crop_size : the model's training crop size (a multiple of 8): the unit of ``overlap`` and
         the smallest tile.
     percentiles : per-frame normalisation percentiles, see :func:`normalize`.
-    tta : average over the 8 flips / quarter turns (8x the cost).
+    tta : average over the 8 flips / quarter turns (8x the cost). Required: whether it helps
+        depends on the model (its card's ``tta``), so the caller decides.
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``, see :func:`resolve_device`.
     batch_size : tiles (x transforms) per network call; ``None`` (default): as many as fit the
         device's memory budget (at most 8 on a CPU, 64 on a GPU), see :func:`auto_batch_size`.
