@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     net.train()
     shape = (args.batch_size, 1, args.crop, args.crop)
     cur, prev = torch.randn(shape), torch.randn(shape)
-    if args.variant in ("cl", "bf16-cl", "bf16-cl-compile"):
+    if "cl" in args.variant.split("-"):
         net = net.to(memory_format=torch.channels_last)
         cur = cur.contiguous(memory_format=torch.channels_last)
         prev = prev.contiguous(memory_format=torch.channels_last)
