@@ -61,16 +61,38 @@ def tiny_model(tmp_path_factory, sequence) -> tuple[Path, list]:
 
 # --------------------------------------------------------------------------- tiny runs
 def test_validation_scores_tracking_on_a_window(sequence, tmp_path):
-    """Two or more held-out frames: TRA (official, py-ctcmetrics) on them, plain and re-styled,
-    counts in the checkpoint score."""
+    """Two or more held-out frames: TRA and CT (official, py-ctcmetrics) on them, plain and
+    re-styled, count in the checkpoint score."""
     _, records = _run(train([sequence], tmp_path / "m", _config(steps=1, val_fraction=0.4)))
     (val,) = [r.info["validation"] for r in records if "validation" in r.info]
-    assert {"SEG_plain", "SEG_hard", "SEG_uneven", "TRA_plain", "TRA_hard", "TRA_uneven"} <= set(
-        val
-    )
-    assert all(0.0 <= val[k] <= 1.0 for k in ("TRA_plain", "TRA_hard", "TRA_uneven"))
+    tracking = [f"{m}_{s}" for m in ("TRA", "CT") for s in ("plain", "hard", "uneven")]
+    assert {"SEG_plain", "SEG_hard", "SEG_uneven", *tracking} <= set(val)
+    assert all(0.0 <= val[k] <= 1.0 for k in tracking)
     parts = [v for k, v in val.items() if k != "score"]
     assert val["score"] == pytest.approx(sum(parts) / len(parts))
+
+
+def test_window_tracking_oracle_and_a_broken_track():
+    """The validation's tracking figures: the true tracks score TRA = CT = 1; cutting one
+    track in two (a new track without parent halfway) lowers CT, which TRA barely sees."""
+    from napari_embedtrack.engine.train import _window_tracking
+    from napari_embedtrack.io.tracks import lineage_from_labels
+
+    movie = make_movie(n_frames=8, shape=(96, 96), n_cells=4, seed=3, radius=(6.0, 8.0))
+    s = D.sequence_from_arrays("synthetic", movie.image, movie.labels, movie.lineage)
+    frames = list(range(8))
+    truth = s.track[frames].astype(np.int32)
+    lineage = np.asarray(movie.lineage, dtype=np.int64)
+    assert _window_tracking(s, frames, truth, lineage) == {"TRA": 1.0, "CT": 1.0}
+
+    cut = truth.copy()
+    tid = next(int(r[0]) for r in lineage if r[2] - r[1] >= 5 and r[3] == 0)
+    new = int(truth.max()) + 1
+    cut[4:][cut[4:] == tid] = new
+    broken = _window_tracking(s, frames, cut, lineage_from_labels(cut))
+    assert broken["CT"] < 1.0
+    assert 0.9 < broken["TRA"] < 1.0
+    assert not _window_tracking(s, [0, 2, 3], truth[[0, 2, 3]], lineage)  # not consecutive
 
 
 def test_tiny_training_writes_model(tiny_model):

@@ -293,12 +293,12 @@ def _val_windows(
 VALIDATION_STYLES = ("plain", "hard", "uneven")
 
 
-def _window_tra(
+def _window_tracking(
     s: D.TrainingSequence, frames: list[int], tracked: np.ndarray, lineage: np.ndarray
-) -> float | None:
-    """Official TRA (py-ctcmetrics) of tracked labels on consecutive frames of a sequence;
-    the sequence's known cell pixels (masks or markers) are the reference. None when the
-    frames are not consecutive or hold no reference."""
+) -> dict[str, float] | None:
+    """Official TRA and CT (py-ctcmetrics) of tracked labels on consecutive frames of a
+    sequence; the sequence's known cell pixels (masks or markers) are the reference. None
+    when the frames are not consecutive or hold no reference."""
     from ..io import ctc
     from ..io.tracks import lineage_from_labels
 
@@ -317,9 +317,10 @@ def _window_tra(
         with tempfile.TemporaryDirectory() as tmp:
             ctc.write_ground_truth(Path(tmp) / "GT", tra, gt)
             ctc.write_results(Path(tmp) / "RES", tracked, lineage)
-            return ctc.evaluate(Path(tmp) / "GT", Path(tmp) / "RES", ("TRA",))["TRA"]
+            scores = ctc.evaluate(Path(tmp) / "GT", Path(tmp) / "RES", ("TRA", "CT"))
+        return {k: float(scores[k]) for k in ("TRA", "CT")}
     except (ctc.CTCFormatError, ValueError) as err:  # a reference the evaluator rejects
-        log.warning("validation TRA of %s skipped: %s", s.name, err)
+        log.warning("validation TRA/CT of %s skipped: %s", s.name, err)
         return None
 
 
@@ -331,16 +332,18 @@ def validate(
     device: torch.device,
     styles: tuple[str, ...] = VALIDATION_STYLES,
 ) -> dict[str, float]:
-    """SEG on the validation frames with full masks and TRA on the validation window, on the
-    frames as they are and on re-styled copies (:data:`VALIDATION_STYLES`; no TTA).
+    """SEG on the validation frames with full masks, TRA and CT (complete tracks) on the
+    validation window, on the frames as they are and on re-styled copies
+    (:data:`VALIDATION_STYLES`; no TTA).
 
     ``score``, which picks the best checkpoint, is the mean of all of them: a model that
-    segments well but fragments tracks (false divisions) does not win on SEG alone.
+    segments well but fragments tracks (pieces, false divisions) does not win on SEG alone,
+    and CT sees broken lineages that TRA barely does (issue #13).
     """
     params = default_cluster_params(card)
     result: dict[str, float] = {}
     for style in styles:
-        refs, preds, tras = [], [], []
+        refs, preds, tras, cts = [], [], [], []
         for s, frames in zip(sequences, val_frames, strict=True):
             seg_frames = set(s.seg_frames)
             if not frames:
@@ -364,13 +367,15 @@ def validate(
                     preds.append(labels)
                     refs.append(s.seg[t])
             tr, lin = finish_tracks(np.stack(tracked), linker.lineage, params)
-            tra = _window_tra(s, list(frames), tr, lin)
-            if tra is not None:
-                tras.append(tra)
+            scores = _window_tracking(s, list(frames), tr, lin)
+            if scores is not None:
+                tras.append(scores["TRA"])
+                cts.append(scores["CT"])
         if refs:
             result[f"SEG_{style}"] = seg_score(refs, preds)
         if tras:
             result[f"TRA_{style}"] = float(np.mean(tras))
+            result[f"CT_{style}"] = float(np.mean(cts))
     if result:
         result["score"] = float(np.mean(list(result.values())))
     return result
