@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_embedtrack.engine.proxy import (
+    cell_factor_map,
     noise_sd,
     restyle_movie,
+    scale_above_background,
     warp_field,
     warp_movie,
     warp_sequence,
@@ -133,3 +136,29 @@ def test_uneven_style_gives_each_cell_its_own_brightness_for_its_whole_track(mov
     for later in ratios[1:]:  # a cell keeps its brightness from frame to frame
         for i in set(first) & set(later):
             assert later[i] == pytest.approx(first[i], rel=0.35, abs=0.06)
+
+
+def test_cells_of_unequal_brightness_leave_the_empty_background_as_it_was():
+    """A per-cell brightness map spreads each cell's factor over the pixels nearest it; the
+    empty background must keep its level there (session 14: scaling its offset above the
+    20th percentile drew the map's regions as edges 0.7-0.9 noise SDs deep on MSC 01)."""
+    rng = np.random.default_rng(5)
+    shape = (240, 320)
+    labels = np.zeros(shape, np.int32)
+    labels[40:70, 40:70] = 1  # a dim cell on the left, a bright one on the right
+    labels[150:180, 250:280] = 2
+    ramp = np.linspace(0.0, 0.3, shape[1], dtype=np.float32)[None]  # uneven illumination
+    sd = 0.03
+    frame = 0.1 + ramp + rng.normal(0.0, sd, shape).astype(np.float32)
+    frame[labels > 0] += 0.5
+    scale = cell_factor_map(labels, {1: 0.1, 2: 1.0})
+    out = scale_above_background(frame, scale, noise_sd(frame), rng)
+
+    far = ndimage.distance_transform_edt(labels == 0) > 25
+    for region in (scale < 0.2, scale > 0.9):
+        shift = (out - frame)[far & region].mean()
+        assert abs(shift) < 0.25 * sd, shift  # kept in both regions (old rule: 0.49 SD)
+    assert noise_sd(out) == pytest.approx(sd, rel=0.15)
+    cell_contrast = (out - frame)[labels == 1].mean() + 0.5
+    assert cell_contrast == pytest.approx(0.05, abs=0.02)  # the dim cell at a tenth
+    assert (out - frame)[labels == 2].mean() == pytest.approx(0.0, abs=0.15 * sd)

@@ -30,7 +30,11 @@ so tracks and lineages are unchanged. Benchmarks call the warped copies ``warped
   weakly: each cell's contrast above background is scaled by its own factor (0.08-1,
   log-uniform, fixed for its track), the noise kept. Uniform dimming (``hard``) is largely
   undone by the per-frame percentile normalisation of prediction; unequal brightness is not:
-  the dim cells stay dim next to the bright ones. Needs the truth's labels.
+  the dim cells stay dim next to the bright ones. Needs the truth's labels. The contrast is
+  taken above the frame's local background (:func:`local_background`), so the empty
+  background between cells keeps its level (until session 14 it was taken above the 20th
+  percentile, which drew the factors' regions into the background as edges up to 0.9 noise
+  SDs deep; ``docs/images/uneven_proxy_background.png``).
 """
 
 from __future__ import annotations
@@ -180,15 +184,46 @@ def cell_factor_map(labels: np.ndarray, factors: dict[int, float], sigma: float 
     return ndimage.gaussian_filter(lut[nearest], sigma)
 
 
+def local_background(frame: np.ndarray, short_side: int = 64, percentile: float = 40.0):
+    """A smooth estimate of the background level at every pixel (Y, X) -> float32.
+
+    The frame is block-averaged to about ``short_side`` pixels on its short side (the noise
+    averages out), each pixel takes the ``percentile`` of its neighbourhood a quarter of the
+    frame wide (cells cover well under 40 % of it: the background's median where they cover a
+    fifth), and the result is smoothed and resized back. Follows slow gradients and
+    vignetting (a linear ramp to within about 0.025 of its range); ignores cells smaller
+    than about a quarter of the frame."""
+    frame = np.asarray(frame, dtype=np.float32)
+    k = max(1, min(frame.shape) // short_side)
+    h, w = (frame.shape[0] // k) * k, (frame.shape[1] // k) * k
+    small = frame[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    size = max(3, min(small.shape) // 4)
+    level = ndimage.percentile_filter(small, percentile, size=size, mode="reflect")
+    level = ndimage.gaussian_filter(level, size / 4, mode="nearest")
+    zoom = (frame.shape[0] / small.shape[0], frame.shape[1] / small.shape[1])
+    out = ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)
+    out = np.pad(out, [(0, max(0, n - m)) for n, m in zip(frame.shape, out.shape, strict=True)],
+                 mode="edge")  # fmt: skip
+    return out[: frame.shape[0], : frame.shape[1]].astype(np.float32)
+
+
 def scale_above_background(
     frame: np.ndarray, scale, sd: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """``bg + (frame - bg) * scale`` plus noise of SD ``sd * sqrt(1 - scale**2)``, ``bg``
-    the frame's 20th percentile: the signal above the background scaled (a number or a
-    per-pixel map), the noise of SD ``sd`` kept where the signal was scaled down."""
-    bg = np.percentile(frame, 20)
+    """The signal above the background scaled by ``scale`` (a number or a per-pixel map),
+    plus noise of SD ``sd * sqrt(1 - scale**2)``: the noise of SD ``sd`` kept where the
+    signal was scaled down.
+
+    A number scales everything above the frame's 20th percentile ``bg``:
+    ``bg + (frame - bg) * scale``. A map (cells of unequal brightness) scales only what
+    stands above the :func:`local_background` ``B``: ``B + (frame - B) * scale``. Scaling the
+    background's own offset above the 20th percentile by a map drew the map's regions into
+    the empty background as edges of different brightness (session 14).
+    """
+    frame = np.asarray(frame, dtype=np.float32)
     noise_sd_added = sd * np.sqrt(np.clip(1.0 - np.square(scale), 0.0, 1.0))
     noise = (rng.normal(0.0, 1.0, frame.shape) * noise_sd_added).astype(np.float32)
+    bg = np.percentile(frame, 20) if np.ndim(scale) == 0 else local_background(frame)
     return (bg + (frame - bg) * scale + noise).astype(np.float32)
 
 
@@ -200,9 +235,10 @@ def restyle_movie(
     Every frame: ``bg + (f * gain - bg) * contrast * cells + noise``, ``bg`` its 20th
     percentile; ``cells`` is 1 except in ``uneven``, where it is each cell's own brightness
     factor (:data:`UNEVEN_RANGE`, log-uniform, fixed per label id) spread to the pixels
-    nearest that cell and smoothed over 3 px. The noise SD is the style's, or (``hard``,
-    ``uneven``) ``sd * sqrt(1 - (contrast * cells)**2)`` with ``sd`` the frame's own noise
-    SD, so that the noise is what it was.
+    nearest that cell and smoothed over 3 px, and ``bg`` the frame's
+    :func:`local_background` (the empty background keeps its level everywhere). The noise
+    SD is the style's, or (``hard``, ``uneven``) ``sd * sqrt(1 - (contrast * cells)**2)``
+    with ``sd`` the frame's own noise SD, so that the noise is what it was.
 
     Args:
         frames: (T, Y, X) normalised frames (background ~0, bright cells ~1).
