@@ -209,11 +209,12 @@ def test_correction_loop(qtbot, loop, user_models, tiny_model):
     assert tune.training_frames == corrected
     scores = tune.scores
     assert scores["held_out"] and scores["frames"] == [8, 9]  # the last fifth of the movie
-    for m in ("SEG_plain", "TRA_plain"):
+    for m in ("SEG_plain", "TRA_plain", "CT_plain"):
         assert 0 <= scores["before"][m] <= 1 and 0 <= scores["after"][m] <= 1
     assert scores["before"]["SEG_plain"] == card.validation["start"]["SEG_plain"]
     text = tune._scores.value
     assert "held-out labelled frames 8-9" in text and "SEG " in text and " -> " in text
+    assert "CT " in text
     assert "unequal brightness" in text
     assert "SEG_uneven" in scores["after"]
 

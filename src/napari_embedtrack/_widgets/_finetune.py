@@ -472,17 +472,17 @@ def _frames_text(frames: list[int]) -> str:
 
 
 def validation_scores(validation: dict, training_frames: list[int]) -> dict:
-    """SEG/TRA before and after fine-tuning from a model card's ``validation``.
+    """SEG/TRA/CT before and after fine-tuning from a model card's ``validation``.
 
     Returns ``{"frames": [...], "held_out": bool, "before": {...}, "after": {...}}``:
     the labelled frames scored, whether they were held out of training, and the card's
-    measures (``SEG_plain``, ``TRA_plain``: the frames as they are; ``SEG_hard``,
-    ``TRA_hard``: a dim, noisy copy; ``SEG_uneven``, ``TRA_uneven``: a copy with cells of
-    unequal brightness). ``held_out`` is False when too few frames were
+    measures (``SEG_plain``, ``TRA_plain``, ``CT_plain``: the frames as they are;
+    ``..._hard``: a dim, noisy copy; ``..._uneven``: a copy with cells of unequal
+    brightness; CT is the share of complete tracks). ``held_out`` is False when too few frames were
     labelled to hold some out: the training then scores dim noisy copies of training frames
     only. ``before`` is empty for a model trained from scratch.
     """
-    measures = tuple(f"{m}_{s}" for s in VALIDATION_STYLES for m in ("SEG", "TRA"))
+    measures = tuple(f"{m}_{s}" for s in VALIDATION_STYLES for m in ("SEG", "TRA", "CT"))
     span = next(iter(validation.get("frames", {}).values()), "")
     lo, _, hi = span.partition("-")
     window = range(int(lo), int(hi or lo) + 1) if lo else range(0)
@@ -496,14 +496,14 @@ def validation_scores(validation: dict, training_frames: list[int]) -> dict:
 
 
 def scores_text(scores: dict | None) -> str:
-    """Lines ``SEG 0.612 -> 0.655, TRA ... (held-out frames 8-9)`` for the widget."""
+    """Lines ``SEG 0.612 -> 0.655, TRA ..., CT ... (held-out frames 8-9)`` for the widget."""
     if not scores or not scores["after"]:
         return "no validation (no frames with labels to score on)"
     before, after = scores["before"], scores["after"]
 
     def line(style: str) -> str:
         parts = []
-        for m in ("SEG", "TRA"):
+        for m in ("SEG", "TRA", "CT"):
             key = f"{m}_{style}"
             if key in after:
                 b = f"{before[key]:.3f} -> " if key in before else ""
