@@ -22,9 +22,10 @@ N_FRAMES = 6
 # model -> (SEG floor, TRA floor) on its clip's frames 0-5, no TTA; measured at commit time
 # (docs/models.md), session-10 clean-up: Fluo-N2DH-SIM+ SEG 0.783, TRA 0.969 (session-12
 # weights); Fluo-N2DH-GOWT1 SEG 0.855, TRA 0.965 (session-14 weights, smoothing 2.5 px,
-# seediness 0.6, bf16; the session-10 weights: 0.844 / 0.973); Fluo-C2DL-MSC SEG 0.576, TRA 0.991 (session-13 weights, smoothing 0.5 px, bf16;
-# 0.583 / 1.000 in fp32; the session-12 weights split one long cell: 0.446 / 0.924; cells cut
-# by the clip's edges score low)
+# seediness 0.6, bf16; the session-10 weights: 0.844 / 0.973); Fluo-C2DL-MSC SEG 0.576,
+# TRA 0.991 (session-13 weights, smoothing 0.5 px, bf16; 0.583 / 1.000 in fp32; the
+# session-12 weights split one long cell: 0.446 / 0.924; cells cut by the clip's edges
+# score low)
 FLOORS = {
     "Fluo-N2DH-SIM+": (0.74, 0.94),
     "Fluo-N2DH-GOWT1": (0.82, 0.94),
