@@ -381,7 +381,7 @@ def test_finetune_without_held_out_frames_validates_on_restyled_training_frames(
     vals = [r.info["validation"] for r in records if "validation" in r.info]
     assert records[0].info.get("start") and len(vals) == 2
     for v in vals:  # no plain figures: those frames are trained on
-        assert "SEG_hard" in v and set(v) <= {"SEG_hard", "TRA_hard", "score"}
+        assert "SEG_hard" in v and set(v) <= {"SEG_hard", "TRA_hard", "CT_hard", "score"}
 
 
 def test_train_parts_decoders_keeps_the_encoder(sequence, tiny_model, tmp_path):
