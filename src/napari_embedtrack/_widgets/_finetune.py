@@ -46,7 +46,7 @@ from qtpy.QtWidgets import QMessageBox
 from ..engine.data import sequence_from_arrays
 from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
-from ..engine.train import CHECKPOINT, VALIDATION_STYLES, TrainConfig, train
+from ..engine.train import CHECKPOINT, VALIDATION_MEASURES, VALIDATION_STYLES, TrainConfig, train
 from ..io.tracks import tracks_to_lineage
 from ._inputs import InputError, labels_of, movie_of, tracks_of
 from ._layers import (
@@ -478,11 +478,11 @@ def validation_scores(validation: dict, training_frames: list[int]) -> dict:
     the labelled frames scored, whether they were held out of training, and the card's
     measures (``SEG_plain``, ``TRA_plain``, ``CT_plain``: the frames as they are;
     ``..._hard``: a dim, noisy copy; ``..._uneven``: a copy with cells of unequal
-    brightness; CT is the share of complete tracks). ``held_out`` is False when too few frames were
-    labelled to hold some out: the training then scores dim noisy copies of training frames
-    only. ``before`` is empty for a model trained from scratch.
+    brightness; CT is the share of complete tracks). ``held_out`` is False when too few
+    frames were labelled to hold some out: the training then scores dim noisy copies of
+    training frames only. ``before`` is empty for a model trained from scratch.
     """
-    measures = tuple(f"{m}_{s}" for s in VALIDATION_STYLES for m in ("SEG", "TRA", "CT"))
+    measures = tuple(f"{m}_{s}" for s in VALIDATION_STYLES for m in VALIDATION_MEASURES)
     span = next(iter(validation.get("frames", {}).values()), "")
     lo, _, hi = span.partition("-")
     window = range(int(lo), int(hi or lo) + 1) if lo else range(0)
@@ -503,7 +503,7 @@ def scores_text(scores: dict | None) -> str:
 
     def line(style: str) -> str:
         parts = []
-        for m in ("SEG", "TRA", "CT"):
+        for m in VALIDATION_MEASURES:
             key = f"{m}_{style}"
             if key in after:
                 b = f"{before[key]:.3f} -> " if key in before else ""

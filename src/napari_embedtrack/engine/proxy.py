@@ -201,10 +201,8 @@ def local_background(frame: np.ndarray, short_side: int = 64, percentile: float 
     level = ndimage.percentile_filter(small, percentile, size=size, mode="reflect")
     level = ndimage.gaussian_filter(level, size / 4, mode="nearest")
     zoom = (frame.shape[0] / small.shape[0], frame.shape[1] / small.shape[1])
-    out = ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)
-    out = np.pad(out, [(0, max(0, n - m)) for n, m in zip(frame.shape, out.shape, strict=True)],
-                 mode="edge")  # fmt: skip
-    return out[: frame.shape[0], : frame.shape[1]].astype(np.float32)
+    # the output shape is round(small.shape * zoom): the frame's own
+    return ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)
 
 
 def scale_above_background(

@@ -291,6 +291,11 @@ def _val_windows(
 #: cells of unequal brightness (:mod:`.proxy`), which predicted new movies better than the
 #: frames themselves (issue #13; ``uneven`` came closest to three new movies, docs/models.md).
 VALIDATION_STYLES = ("plain", "hard", "uneven")
+#: The measures scored per style (``SEG_plain``, ``CT_hard``, ...): SEG on the held-out masks,
+#: TRA and CT (complete tracks) on the held-out window.
+VALIDATION_MEASURES = ("SEG", "TRA", "CT")
+#: The tracking measures among them, scored on consecutive held-out frames.
+_TRACKING_MEASURES = VALIDATION_MEASURES[1:]
 
 
 def _window_tracking(
@@ -317,8 +322,8 @@ def _window_tracking(
         with tempfile.TemporaryDirectory() as tmp:
             ctc.write_ground_truth(Path(tmp) / "GT", tra, gt)
             ctc.write_results(Path(tmp) / "RES", tracked, lineage)
-            scores = ctc.evaluate(Path(tmp) / "GT", Path(tmp) / "RES", ("TRA", "CT"))
-        return {k: float(scores[k]) for k in ("TRA", "CT")}
+            scores = ctc.evaluate(Path(tmp) / "GT", Path(tmp) / "RES", _TRACKING_MEASURES)
+        return {k: float(scores[k]) for k in _TRACKING_MEASURES}
     except (ctc.CTCFormatError, ValueError) as err:  # a reference the evaluator rejects
         log.warning("validation TRA/CT of %s skipped: %s", s.name, err)
         return None
