@@ -95,20 +95,24 @@ for _f in (0.35, 0.5):
 _S10 = VARIANTS["now, small tracks 0.35 of the pixel-weighted median, edge 0.35"]
 for _v in (0.3, 0.4, 0.5, 0.6):
     VARIANTS[f"session 10, seed_threshold {_v}"] = {**_S10, "seed_threshold": _v}
-VARIANTS["default"] = _S10  # the clean-up every model ships with (since session 10)
+VARIANTS["session 10 default"] = _S10  # the clean-up every model shipped with, sessions 10-14
 # session 11: masks grow into the dim rim of their cell (ClusterParams.grow_threshold)
 # (in every frame before linking), or grown once the tracks are final ("after the clean-up":
 # linking and the clean-up rules see the masks as clustered)
 for _v in (0.1, 0.2, 0.3):
     VARIANTS[f"default, grow {_v}"] = {**_S10, "grow_threshold": _v}
     VARIANTS[f"default, grow {_v} after the clean-up"] = {**_S10, "grow_after": _v}
+# session 15: a track broken between two consecutive frames (the tracking offsets missed the
+# link; no frame missing) joined like a gap, within the same distance
+VARIANTS["session 10 default, breaks joined"] = {**_S10, "min_gap": 0}
+VARIANTS["default"] = VARIANTS["session 10 default, breaks joined"]  # what models ship with
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
 def bare(params: ClusterParams) -> ClusterParams:
     """``params`` with every track clean-up rule off (the variants add them back)."""
     return replace(
-        params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1,
+        params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1, min_gap=1,
         drop_single=False, small_track_fraction=0.0, small_track_reference="count",
         small_track_edge_fraction=0.0,
     )  # fmt: skip

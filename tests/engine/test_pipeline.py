@@ -112,6 +112,7 @@ def test_default_cleanup_scales_with_the_card_cell_size():
     from napari_embedtrack.engine.pipeline import (
         FRAGMENT_FRACTION,
         MAX_GAP,
+        MIN_GAP,
         SMALL_TRACK_EDGE_FRACTION,
         SMALL_TRACK_FRACTION,
     )
@@ -122,6 +123,7 @@ def test_default_cleanup_scales_with_the_card_cell_size():
     assert params.small_track_edge_fraction == SMALL_TRACK_EDGE_FRACTION > 0
     assert params.small_track_reference == "pixels"
     assert params.max_gap == MAX_GAP > 1
+    assert params.min_gap == MIN_GAP == 0  # broken tracks joined (session 15)
     assert params.gap_distance == pytest.approx(2 * np.sqrt(1000 / np.pi))
     assert params.min_daughter_size == 0  # the one-frame daughter rule
     assert params.acceptance == "proposal"

@@ -407,6 +407,61 @@ def test_close_gap_of_several_frames_with_max_gap():
     np.testing.assert_array_equal(out, lab)
 
 
+def _broken_movie(t: int = 5, split: int = 2, b_col: int = 9):
+    """Track 1 in frames 0 .. split-1, track 2 (no parent) from ``split`` on, nothing missing:
+    one cell whose link the linker missed (B's centroid 4 px from A's with ``b_col`` 9)."""
+    lab = _movie(t, 20, 40)
+    lab[:split, 5:9, 5:9] = 1
+    lab[split:, 5:9, b_col : b_col + 4] = 2
+    return lab, _lineage([[1, 0, split - 1, 0], [2, split, t - 1, 0]])
+
+
+def test_min_gap_0_joins_a_track_broken_between_consecutive_frames():
+    lab, lin = _broken_movie()
+    out, olin = close_gaps(lab, lin, gap_distance=6)  # min_gap 1: a break is no gap
+    np.testing.assert_array_equal(out, lab)
+    np.testing.assert_array_equal(olin, lin)
+    lab0 = lab.copy()
+    out, olin = close_gaps(lab, lin, gap_distance=6, min_gap=0)
+    np.testing.assert_array_equal(lab, lab0)
+    assert _rows(olin) == {1: (0, 4, 0)}
+    np.testing.assert_array_equal(out > 0, lab > 0)  # relabelled, nothing painted
+    np.testing.assert_array_equal(out[lab > 0], 1)
+    _assert_consistent(out, olin)
+    out, olin = close_gaps(lab, lin, gap_distance=3.9, min_gap=0)  # 4 px: too far
+    np.testing.assert_array_equal(olin, lin)
+
+
+def test_min_gap_0_joins_breaks_in_the_last_frame_and_in_two_frame_movies():
+    for t, split in ((5, 4), (2, 1)):
+        lab, lin = _broken_movie(t, split)
+        out, olin = close_gaps(lab, lin, gap_distance=6, min_gap=0)
+        assert _rows(olin) == {1: (0, t - 1, 0)}, (t, split)
+        _assert_consistent(out, olin)
+
+
+def test_min_gap_0_leaves_divisions_alone_and_prefers_the_break_to_a_gap():
+    """A parent's track ends where its daughters start: not a break. A break (no frame
+    missing) is joined before a one-frame gap, even when the gap's track is nearer."""
+    lab = _movie(5, 20, 40)
+    lab[0:2, 5:9, 5:9] = 1  # parent, ends at 1
+    lab[2:5, 5:9, 9:13] = 2  # daughter
+    lab[2:5, 12:16, 5:9] = 3  # daughter
+    lab[2:5, 0:3, 9:13] = 4  # starts at 2 without parent, next to the parent
+    lin = _lineage([[1, 0, 1, 0], [2, 2, 4, 1], [3, 2, 4, 1], [4, 2, 4, 0]])
+    out, olin = close_gaps(lab, lin, gap_distance=20, min_gap=0)
+    np.testing.assert_array_equal(out, lab)
+    np.testing.assert_array_equal(olin, lin)
+    lab = _movie(5, 20, 40)
+    lab[0:2, 5:9, 5:9] = 1
+    lab[2:5, 5:9, 12:16] = 2  # break, 7 px away
+    lab[3:5, 5:9, 6:10] = 3  # one-frame gap, 1 px away
+    lin = _lineage([[1, 0, 1, 0], [2, 2, 4, 0], [3, 3, 4, 0]])
+    out, olin = close_gaps(lab, lin, gap_distance=10, min_gap=0)
+    assert _rows(olin) == {1: (0, 4, 0), 3: (3, 4, 0)}
+    _assert_consistent(out, olin)
+
+
 def test_close_gap_prefers_the_shorter_gap_to_the_nearer_track():
     lab = _movie(6, 20, 40)
     lab[0:2, 5:9, 5:9] = 1
@@ -664,6 +719,9 @@ def test_params_validation_of_new_options():
         ClusterParams(min_daughter_size=-2)
     with pytest.raises(ValueError, match="max_gap"):
         ClusterParams(max_gap=0)
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match="min_gap"):
+            ClusterParams(min_gap=bad)
     with pytest.raises(ValueError, match="small_track_fraction"):
         ClusterParams(small_track_fraction=-0.1)
     with pytest.raises(ValueError, match="small_track_fraction"):

@@ -4,6 +4,8 @@ and writing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,8 @@ PARAMS = [
     ),
     ClusterParams(gap_distance=20.0, max_gap=2),
     ClusterParams(small_track_fraction=0.6),
+    ClusterParams(gap_distance=12.0, max_gap=3, min_gap=0, min_daughter_size=0),
+    ClusterParams(gap_distance=12.0, min_gap=0, drop_single=True, small_track_fraction=0.3),
     ClusterParams(small_track_fraction=0.5, small_track_reference="pixels"),
     ClusterParams(
         gap_distance=12.0,
@@ -104,6 +108,39 @@ def test_streaming_clean_up_equals_the_in_memory_one(seed):
         assert got_labels.dtype == want_labels.dtype
         changed += len(want_lineage) < len(lineage)
     assert changed >= 2  # the rules did something on these movies
+
+
+def _break_links(labels, lineage, n: int = 3):
+    """The ``n`` longest tracks cut in two at their middle frame (a new id from there on, no
+    parent; the old track's daughters now hang on the new id): links the linker missed."""
+    labels, rows = labels.copy(), [list(map(int, r)) for r in lineage]
+    next_id = max(r[0] for r in rows) + 1
+    for row in sorted(rows, key=lambda r: r[1] - r[2])[:n]:
+        tid, start, end, _ = row
+        mid = (start + end + 1) // 2
+        part = labels[mid : end + 1]
+        part[part == tid] = next_id
+        for r in rows:
+            r[3] = next_id if r[3] == tid else r[3]
+        rows.append([next_id, mid, end, 0])
+        row[2] = mid - 1
+        next_id += 1
+    return labels, np.asarray(rows, np.int64)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_streaming_joins_broken_tracks_like_the_in_memory_clean_up(seed):
+    labels, lineage = _break_links(*_corrupted_tracking(seed))
+    labels.flags.writeable = False
+    for params in PARAMS:
+        if params.min_gap:
+            continue
+        want_labels, want_lineage = finish_tracks(labels, lineage, params)
+        got_labels, got_lineage = _stream(labels, lineage, params)
+        np.testing.assert_array_equal(got_labels, want_labels)
+        np.testing.assert_array_equal(got_lineage, want_lineage)
+        _, kept = finish_tracks(labels, lineage, replace(params, min_gap=1))
+        assert len(want_lineage) <= len(kept) - 3  # the three breaks joined
 
 
 def test_streaming_clean_up_of_short_and_empty_movies():

@@ -104,6 +104,10 @@ class ClusterParams:
         within this many pixels after the gap (0: off).
     max_gap : int
         Linking: the longest gap (missing frames) that ``gap_distance`` bridges.
+    min_gap : int
+        Linking: the shortest gap bridged: 1, or 0 to also join a track that ends without
+        children to a track that starts without parent in the next frame, within
+        ``gap_distance`` (a link the tracking offsets missed).
     drop_single : bool
         Linking: remove one-frame tracks without parent or children.
     small_track_fraction : float
@@ -136,6 +140,7 @@ class ClusterParams:
     min_daughter_size: int = -1
     gap_distance: float = 0.0
     max_gap: int = 1
+    min_gap: int = 1
     drop_single: bool = False
     small_track_fraction: float = 0.0
     small_track_reference: str = "pixels"
@@ -161,6 +166,8 @@ class ClusterParams:
                 "max_gap must be >= 1 and small_track_fraction in [0, 1), got "
                 f"{self.max_gap}, {self.small_track_fraction}"
             )
+        if self.min_gap not in (0, 1):
+            raise ValueError(f"min_gap must be 0 or 1, got {self.min_gap}")
         if self.small_track_reference not in ("count", "pixels"):
             raise ValueError(
                 "small_track_reference must be 'count' or 'pixels', got "

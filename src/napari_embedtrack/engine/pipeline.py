@@ -44,14 +44,17 @@ log = logging.getLogger(__name__)
 #: Track clean-up defaults (issue #13), chosen by A/B tests on the three training movies and
 #: their dim, noisy copies (``benchmarks/ab_postprocess.py``; docs/models.md, "Track
 #: clean-up"): fragments below this fraction of the card's median cell area that touch a
-#: cell join it; gaps of up to MAX_GAP frames are bridged within this many median cell
-#: diameters; tracks without parent or children whose median area is below SMALL_TRACK_FRACTION
-#: of the movie's cell area (area-weighted median, session 10) are removed, and tracks on the
-#: frame's edge whose largest area is below SMALL_TRACK_EDGE_FRACTION of it (session 8: dim
-#: cells missed for a few frames, debris; session 10: debris on the frame's edge).
+#: cell join it; gaps of MIN_GAP to MAX_GAP frames are bridged within this many median cell
+#: diameters (MIN_GAP 0: also a track broken between consecutive frames, a link the tracking
+#: offsets missed; session 15); tracks without parent or children whose median area is below
+#: SMALL_TRACK_FRACTION of the movie's cell area (area-weighted median, session 10) are
+#: removed, and tracks on the frame's edge whose largest area is below
+#: SMALL_TRACK_EDGE_FRACTION of it (session 8: dim cells missed for a few frames, debris;
+#: session 10: debris on the frame's edge).
 FRAGMENT_FRACTION = 0.2
 GAP_DIAMETERS = 1.0
 MAX_GAP = 5
+MIN_GAP = 0
 SMALL_TRACK_FRACTION = 0.35
 SMALL_TRACK_EDGE_FRACTION = 0.35
 
@@ -60,7 +63,8 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
     """Clustering and track clean-up settings for a model, from its card: thresholds,
     minimum size, grid; fragment size and gap distance scale with ``card.cell_size`` (off
     when the card does not know it, as is the small-track rule); a division whose daughter
-    lasts one frame is undone; gaps of up to :data:`MAX_GAP` frames are bridged.
+    lasts one frame is undone; gaps of up to :data:`MAX_GAP` frames are bridged, and tracks
+    broken between consecutive frames joined (:data:`MIN_GAP`).
     """
     cell = float(card.cell_size)
     kw = {
@@ -72,6 +76,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "min_daughter_size": 0,
         "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
         "max_gap": MAX_GAP,
+        "min_gap": MIN_GAP,
         "drop_single": card.drop_single,
         "small_track_fraction": SMALL_TRACK_FRACTION if cell > 0 else 0.0,
         "small_track_edge_fraction": SMALL_TRACK_EDGE_FRACTION if cell > 0 else 0.0,

@@ -17,6 +17,8 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
   cell missed in frames t .. t+g-1: the second track takes the first one's id and each
   missing frame gets the first track's t-1 mask moved its share of the way (half-way for one
   frame; painted on background only). Shorter gaps are bridged first, then nearer tracks.
+  With ``min_gap`` 0, g = 0 too: a track broken between two consecutive frames (a link the
+  tracking offsets missed) is joined, nothing painted.
 - :func:`drop_single_frame_tracks` (an option): tracks of one frame without parent or children
   are removed (labels and lineage), except in the movie's first and last frame.
 - :func:`drop_small_tracks`: tracks without parent or children whose median area is below
@@ -287,10 +289,12 @@ def _gap_step(
     table: dict[int, list[int]],
     parents: set[int],
     gap_distance: float,
+    min_gap: int = 1,
 ) -> list[tuple[int, int, int, int]]:
     """One frame of :func:`close_gaps`: join tracks ending at ``t - 1`` (frame ``before``) to
-    tracks starting at ``t + g`` for ``g = 1 .. len(ahead) - 1`` (``ahead[j]`` is frame
-    ``t + j``); shorter gaps first, then nearer centroids. Paints the moved masks into the
+    tracks starting at ``t + g`` for ``g = min_gap .. len(ahead) - 1`` (``ahead[j]`` is frame
+    ``t + j``; ``g = 0``: a track broken without a missing frame); shorter gaps first, then
+    nearer centroids. Paints the moved masks into the
     missing frames (changed in place) and updates ``table`` / ``parents``. Returns
     ``(a, b, start_b, end_b)`` per join: track ``b`` (frames ``start_b .. end_b``) is to be
     relabelled ``a``."""
@@ -299,7 +303,7 @@ def _gap_step(
         return []
     cand = []
     ca = None
-    for g in range(1, len(ahead)):
+    for g in range(min_gap, len(ahead)):
         starting = [k for k, (s, e, p) in table.items() if s == t + g and p == 0]
         if not starting:
             continue
@@ -333,22 +337,27 @@ def _gap_step(
 
 
 def close_gaps(
-    labels: np.ndarray, lineage: np.ndarray, gap_distance: float, max_gap: int = 1
+    labels: np.ndarray,
+    lineage: np.ndarray,
+    gap_distance: float,
+    max_gap: int = 1,
+    min_gap: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Join a track lost for up to ``max_gap`` frames to the track that appears where it was
-    (see the module docstring); ``gap_distance`` (pixels) bounds the centroid distance, 0
-    turns it off."""
+    """Join a track lost for ``min_gap`` to ``max_gap`` frames to the track that appears where
+    it was (see the module docstring); ``gap_distance`` (pixels) bounds the centroid distance,
+    0 turns it off. ``min_gap`` 0 also joins a track that ends without children to one that
+    starts without parent in the next frame (a link the linker missed)."""
     labels = np.asarray(labels)
     n = labels.shape[0]
-    if gap_distance <= 0 or max_gap < 1 or n < 3:
+    if gap_distance <= 0 or max_gap < 1 or n < 3 - (min_gap == 0):
         return labels.copy(), np.asarray(lineage).copy()
     table = _table(lineage)
     parents = {v[2] for v in table.values() if v[2]}
     out = labels.copy()
     n_closed = 0
-    for t in range(1, n - 1):
+    for t in range(1, n - 1 + (min_gap == 0)):  # with min_gap 0 up to the last frame
         ahead = [out[t + j] for j in range(min(max_gap, n - 1 - t) + 1)]  # views
-        joins = _gap_step(t, out[t - 1], ahead, table, parents, gap_distance)
+        joins = _gap_step(t, out[t - 1], ahead, table, parents, gap_distance, min_gap)
         for a, b, start_b, end_b in joins:
             later = out[start_b : end_b + 1]  # b's own frames only (a view)
             later[later == b] = a
@@ -456,7 +465,9 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
     if params.min_daughter_size >= 0:
         labels, lineage = repair_divisions(labels, lineage, params.min_daughter_size)
     if params.gap_distance > 0:
-        labels, lineage = close_gaps(labels, lineage, params.gap_distance, params.max_gap)
+        labels, lineage = close_gaps(
+            labels, lineage, params.gap_distance, params.max_gap, params.min_gap
+        )
     if params.drop_single:
         labels, lineage = drop_single_frame_tracks(labels, lineage)
     if params.small_track_fraction > 0:
@@ -509,7 +520,7 @@ class StreamFinisher:
 
     @property
     def _gaps(self) -> bool:
-        return self.params.gap_distance > 0 and self.n_frames >= 3
+        return self.params.gap_distance > 0 and self.n_frames >= 3 - (self.params.min_gap == 0)
 
     def plan(self) -> Generator[Progress, None, np.ndarray]:
         """Decide every rule (reads frames; yields Progress per frame read); returns the final
@@ -570,7 +581,9 @@ class StreamFinisher:
 
         def step(t: int) -> int:
             ahead = [window[t + j] for j in range(min(k_max, n - 1 - t) + 1)]
-            joins = _gap_step(t, window[t - 1], ahead, table, parents, distance)
+            joins = _gap_step(
+                t, window[t - 1], ahead, table, parents, distance, self.params.min_gap
+            )
             for a, b, start_b, _end in joins:
                 for u in range(start_b, max(window) + 1):
                     f = window[u]
@@ -588,7 +601,7 @@ class StreamFinisher:
             while done <= t - 1:
                 yield window.pop(done)
                 done += 1
-        for t in range(max(1, n - k_max), n - 1):
+        for t in range(max(1, n - k_max), n - 1 + (self.params.min_gap == 0)):
             n_closed += step(t)
         if n_closed:
             log.info("closed %d gap(s) of up to %d frame(s)", n_closed, k_max)
