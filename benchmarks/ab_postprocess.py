@@ -105,14 +105,20 @@ for _v in (0.1, 0.2, 0.3):
 # session 15: a track broken between two consecutive frames (the tracking offsets missed the
 # link; no frame missing) joined like a gap, within the same distance
 VARIANTS["session 10 default, breaks joined"] = {**_S10, "min_gap": 0}
-VARIANTS["default"] = VARIANTS["session 10 default, breaks joined"]  # what models ship with
+# a division undone when its smaller daughter is below this fraction of the larger one
+for _v in (0.2, 0.25, 0.3):
+    VARIANTS[f"breaks joined, daughters balanced {_v}"] = {
+        **VARIANTS["session 10 default, breaks joined"], "min_daughter_ratio": _v
+    }  # fmt: skip
+VARIANTS["default"] = VARIANTS["breaks joined, daughters balanced 0.25"]  # what models ship with
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
 def bare(params: ClusterParams) -> ClusterParams:
     """``params`` with every track clean-up rule off (the variants add them back)."""
     return replace(
-        params, fragment_size=0, min_daughter_size=-1, gap_distance=0.0, max_gap=1, min_gap=1,
+        params, fragment_size=0, min_daughter_size=-1, min_daughter_ratio=0.0, gap_distance=0.0,
+        max_gap=1, min_gap=1,
         drop_single=False, small_track_fraction=0.0, small_track_reference="count",
         small_track_edge_fraction=0.0,
     )  # fmt: skip

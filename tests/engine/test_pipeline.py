@@ -110,6 +110,7 @@ def test_model_object_accepted(tiny_model_dir, small_movie):
 def test_default_cleanup_scales_with_the_card_cell_size():
     from napari_embedtrack.engine.modelfile import ModelCard
     from napari_embedtrack.engine.pipeline import (
+        DAUGHTER_RATIO,
         FRAGMENT_FRACTION,
         MAX_GAP,
         MIN_GAP,
@@ -126,6 +127,7 @@ def test_default_cleanup_scales_with_the_card_cell_size():
     assert params.min_gap == MIN_GAP == 0  # broken tracks joined (session 15)
     assert params.gap_distance == pytest.approx(2 * np.sqrt(1000 / np.pi))
     assert params.min_daughter_size == 0  # the one-frame daughter rule
+    assert params.min_daughter_ratio == DAUGHTER_RATIO == 0.25  # unequal daughters (session 15)
     assert params.acceptance == "proposal"
     assert not params.drop_single
     assert default_cluster_params(ModelCard(cell_size=1000, drop_single=True)).drop_single

@@ -196,6 +196,24 @@ def test_repair_tiny_daughter():
     _assert_consistent(out, olin)
 
 
+def test_repair_unequal_daughters_by_their_ratio():
+    """Daughters of 48 and 4 px (ratio 0.08): undone with min_daughter_ratio 0.25 whatever the
+    absolute size rule; 48 and 40 px (0.83) kept; the ratio alone is off at 0."""
+    lab = _division_movie(d2_size=4, d2_frames=3)
+    lin = _lineage([[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1]])
+    out, olin = repair_divisions(lab, lin, min_daughter_size=0)
+    np.testing.assert_array_equal(olin, lin)
+    out, olin = repair_divisions(lab, lin, min_daughter_size=0, min_daughter_ratio=0.25)
+    assert _rows(olin) == {1: (0, 5, 0), 3: (3, 5, 0)}
+    np.testing.assert_array_equal(out[lab == 2], 1)  # the larger daughter continues
+    _assert_consistent(out, olin)
+    lab = _division_movie(d2_size=40, d2_frames=3)
+    out, olin = repair_divisions(lab, lin, min_daughter_size=0, min_daughter_ratio=0.8)
+    np.testing.assert_array_equal(olin, lin)
+    out, olin = repair_divisions(lab, lin, min_daughter_size=0, min_daughter_ratio=0.9)
+    assert _rows(olin) == {1: (0, 5, 0), 3: (3, 5, 0)}
+
+
 def test_repair_one_frame_daughter_even_without_size_rule():
     lab = _division_movie(d2_size=40, d2_frames=1, d1_frames=3)
     lin = _lineage([[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 3, 1]])
@@ -722,6 +740,9 @@ def test_params_validation_of_new_options():
     for bad in (-1, 2):
         with pytest.raises(ValueError, match="min_gap"):
             ClusterParams(min_gap=bad)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="min_daughter_ratio"):
+            ClusterParams(min_daughter_ratio=bad)
     with pytest.raises(ValueError, match="small_track_fraction"):
         ClusterParams(small_track_fraction=-0.1)
     with pytest.raises(ValueError, match="small_track_fraction"):

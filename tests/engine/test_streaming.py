@@ -72,6 +72,7 @@ PARAMS = [
     ClusterParams(small_track_fraction=0.6),
     ClusterParams(gap_distance=12.0, max_gap=3, min_gap=0, min_daughter_size=0),
     ClusterParams(gap_distance=12.0, min_gap=0, drop_single=True, small_track_fraction=0.3),
+    ClusterParams(min_daughter_size=0, min_daughter_ratio=0.5, gap_distance=12.0, min_gap=0),
     ClusterParams(small_track_fraction=0.5, small_track_reference="pixels"),
     ClusterParams(
         gap_distance=12.0,

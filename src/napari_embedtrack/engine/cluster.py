@@ -99,6 +99,9 @@ class ClusterParams:
         Linking: a division whose daughter is smaller than this at its first frame, or lasts a
         single frame, is undone (the larger daughter continues the track); 0 checks only
         the one-frame rule, -1 (the default) turns the check off. See :mod:`.postprocess`.
+    min_daughter_ratio : float
+        Linking, with the division check on: a division whose smaller daughter is below this
+        fraction of the larger one's area (both at their first frame) is undone too (0: off).
     gap_distance : float
         Linking: a track lost for up to ``max_gap`` frames is joined to a track starting
         within this many pixels after the gap (0: off).
@@ -138,6 +141,7 @@ class ClusterParams:
     acceptance: str = "proposal"
     fragment_size: int = 0
     min_daughter_size: int = -1
+    min_daughter_ratio: float = 0.0
     gap_distance: float = 0.0
     max_gap: int = 1
     min_gap: int = 1
@@ -166,6 +170,8 @@ class ClusterParams:
                 "max_gap must be >= 1 and small_track_fraction in [0, 1), got "
                 f"{self.max_gap}, {self.small_track_fraction}"
             )
+        if not 0.0 <= self.min_daughter_ratio <= 1.0:
+            raise ValueError(f"min_daughter_ratio must be in [0, 1], got {self.min_daughter_ratio}")
         if self.min_gap not in (0, 1):
             raise ValueError(f"min_gap must be 0 or 1, got {self.min_gap}")
         if self.small_track_reference not in ("count", "pixels"):

@@ -50,21 +50,25 @@ log = logging.getLogger(__name__)
 #: SMALL_TRACK_FRACTION of the movie's cell area (area-weighted median, session 10) are
 #: removed, and tracks on the frame's edge whose largest area is below
 #: SMALL_TRACK_EDGE_FRACTION of it (session 8: dim cells missed for a few frames, debris;
-#: session 10: debris on the frame's edge).
+#: session 10: debris on the frame's edge); a division whose smaller daughter is below
+#: DAUGHTER_RATIO of the larger one (first frame) is undone (session 15: pieces split off
+#: MSC's long cells; on SIM+ 01's true masks 1 of 28 divisions is that unequal).
 FRAGMENT_FRACTION = 0.2
 GAP_DIAMETERS = 1.0
 MAX_GAP = 5
 MIN_GAP = 0
 SMALL_TRACK_FRACTION = 0.35
 SMALL_TRACK_EDGE_FRACTION = 0.35
+DAUGHTER_RATIO = 0.25
 
 
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
     """Clustering and track clean-up settings for a model, from its card: thresholds,
     minimum size, grid; fragment size and gap distance scale with ``card.cell_size`` (off
     when the card does not know it, as is the small-track rule); a division whose daughter
-    lasts one frame is undone; gaps of up to :data:`MAX_GAP` frames are bridged, and tracks
-    broken between consecutive frames joined (:data:`MIN_GAP`).
+    lasts one frame, or whose daughters are very unequal (:data:`DAUGHTER_RATIO`), is
+    undone; gaps of up to :data:`MAX_GAP` frames are bridged, and tracks broken between
+    consecutive frames joined (:data:`MIN_GAP`).
     """
     cell = float(card.cell_size)
     kw = {
@@ -74,6 +78,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "grid_spacing": card.pixel_spacing,
         "fragment_size": round(FRAGMENT_FRACTION * cell),
         "min_daughter_size": 0,
+        "min_daughter_ratio": DAUGHTER_RATIO,
         "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
         "max_gap": MAX_GAP,
         "min_gap": MIN_GAP,

@@ -9,9 +9,11 @@ of the training movies (``benchmarks/ab_postprocess.py``, table in docs/models.m
   ``fragment_size`` that touches another instance joins the neighbour it shares the longest
   border with. An isolated small instance is kept (it may be a small cell).
 - :func:`repair_divisions` (whole lineage): a division is plausible only if both daughters are
-  at least ``min_daughter_size`` at their first frame and each lasts more than one frame (or
-  divides again, or is born in the movie's last frame). Otherwise the larger daughter
-  continues the parent's track (same id) and the smaller one becomes a track without parent.
+  at least ``min_daughter_size`` at their first frame, the smaller at least
+  ``min_daughter_ratio`` of the larger (two halves of a cell, not a piece split off it), and
+  each lasts more than one frame (or divides again, or is born in the movie's last frame).
+  Otherwise the larger daughter continues the parent's track (same id) and the smaller one
+  becomes a track without parent.
 - :func:`close_gaps`: a track that ends without children at t-1 and one that starts without
   parent at t+g (g = 1 .. ``max_gap``) within ``gap_distance`` pixels (centroids) are the same
   cell missed in frames t .. t+g-1: the second track takes the first one's id and each
@@ -181,7 +183,11 @@ def _continue_track(table: dict[int, list[int]], keep: int, merged: int, parents
 
 
 def _repair_plan(
-    table: dict[int, list[int]], size0: dict[int, int], last: int, min_daughter_size: int
+    table: dict[int, list[int]],
+    size0: dict[int, int],
+    last: int,
+    min_daughter_size: int,
+    min_daughter_ratio: float = 0.0,
 ) -> dict[int, int]:
     """The division check on a lineage table (changed in place): returns the relabelling
     (daughter -> parent) it needs. ``size0``: area of (at least) every track with a parent in
@@ -201,7 +207,9 @@ def _repair_plan(
             if s == t and p:
                 kids_of.setdefault(p, []).append(k)
         for parent, kids in sorted(kids_of.items()):
-            if len(kids) < 2 or all(plausible(d) for d in kids):
+            areas = [size0.get(d, 0) for d in kids]
+            balanced = min(areas) >= min_daughter_ratio * max(areas)
+            if len(kids) < 2 or (balanced and all(plausible(d) for d in kids)):
                 continue
             big = max(kids, key=lambda d: (size0.get(d, 0), -d))
             for d in kids:
@@ -215,7 +223,10 @@ def _repair_plan(
 
 
 def repair_divisions(
-    labels: np.ndarray, lineage: np.ndarray, min_daughter_size: int = 0
+    labels: np.ndarray,
+    lineage: np.ndarray,
+    min_daughter_size: int = 0,
+    min_daughter_ratio: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Undo implausible divisions (see the module docstring).
 
@@ -226,6 +237,9 @@ def repair_divisions(
         labels: (T, Y, X) tracked labels (label = track id).
         lineage: (N, 4) ``[id, start, end, parent]``.
         min_daughter_size: smallest plausible daughter area in pixels at its first frame.
+        min_daughter_ratio: smallest plausible area of the smaller daughter as a fraction of
+            the larger one's, both at their first frame (a piece split off a cell, not two
+            halves; 0: off).
 
     Returns:
         (labels, lineage) with the larger daughter of every implausible division continuing
@@ -235,7 +249,7 @@ def repair_divisions(
     lineage = np.asarray(lineage)
     table = _table(lineage)
     size0 = _first_sizes(labels, lineage)
-    mapping = _repair_plan(table, size0, labels.shape[0] - 1, min_daughter_size)
+    mapping = _repair_plan(table, size0, labels.shape[0] - 1, min_daughter_size, min_daughter_ratio)
     return _apply(labels, mapping), _as_lineage(table)
 
 
@@ -463,7 +477,9 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
     if labels.shape[0] == 0:
         return labels, lineage
     if params.min_daughter_size >= 0:
-        labels, lineage = repair_divisions(labels, lineage, params.min_daughter_size)
+        labels, lineage = repair_divisions(
+            labels, lineage, params.min_daughter_size, params.min_daughter_ratio
+        )
     if params.gap_distance > 0:
         labels, lineage = close_gaps(
             labels, lineage, params.gap_distance, params.max_gap, params.min_gap
@@ -538,7 +554,9 @@ class StreamFinisher:
             for i, t in enumerate(with_parent):
                 size0.update(_sizes_in(np.asarray(self._read(t)), starts[t]))
                 yield Progress(i + 1, len(with_parent), "clean-up: divisions", {"frame": t})
-            self._repair = _repair_plan(table, size0, n - 1, params.min_daughter_size)
+            self._repair = _repair_plan(
+                table, size0, n - 1, params.min_daughter_size, params.min_daughter_ratio
+            )
         self._after_repair = {k: list(v) for k, v in table.items()}
         small = params.small_track_fraction > 0
         sizes = _TrackSizes()
