@@ -3,9 +3,11 @@
 The clustering and linking rules are A/B-tested on these cached outputs
 (``benchmarks/ab_postprocess.py``) without running the network again. Writes
 ``OUT/<style>.npz`` (float16 outputs, no TTA) and ``OUT/GT`` (the ground truth of the
-frames). ``--smooth S`` replaces the card's Gaussian pre-filter. ``--path reference``
-gives the original tiling (``embedtrack benchmark``'s reference path), the default the
-fast path.
+frames). ``warped`` / ``warped-STYLE`` (as in ``evaluate_model.py``: one smooth deformation
+of frames and truth, cells the model has not seen, then re-styled) write the warped truth,
+so a folder holds either warped or unwarped styles. ``--smooth S`` replaces the card's
+Gaussian pre-filter. ``--path reference`` gives the original tiling (``embedtrack
+benchmark``'s reference path), the default the fast path.
 
     python benchmarks/cache_outputs.py --model Fluo-N2DH-SIM+ \\
         --data ../shared/data/ctc/Fluo-N2DH-SIM+ --styles plain hard --out cache/sim
@@ -19,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import add_model_and_frames, add_smooth
+from _common import add_model_and_frames, add_smooth, warped_copy
 
 from napari_embedtrack.benchmark import FAST, REFERENCE
 from napari_embedtrack.engine.data import normalize_frame
 from napari_embedtrack.engine.modelfile import load_model
 from napari_embedtrack.engine.predict import iter_outputs, save_outputs
-from napari_embedtrack.engine.proxy import restyle_movie
+from napari_embedtrack.engine.proxy import STYLES, restyle_movie
 from napari_embedtrack.io import ctc
 
 
@@ -40,7 +42,12 @@ def path_kwargs(path: str, card) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_frames(p)
-    p.add_argument("--styles", nargs="+", default=["plain", "hard"])
+    p.add_argument(
+        "--styles",
+        nargs="+",
+        default=["plain", "hard"],
+        choices=["plain", *STYLES, "warped", *(f"warped-{s}" for s in STYLES)],
+    )
     p.add_argument("--tta", action="store_true")
     p.add_argument(
         "--path",
@@ -58,21 +65,30 @@ def main() -> None:
     add_smooth(p)
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    warped = {s.startswith("warped") for s in args.styles}
+    if len(warped) > 1:
+        p.error("--styles: warped and unwarped styles have different truths; use two --out")
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gt = ctc.read_ground_truth(data / f"{args.seq}_GT")
     start, stop, _ = args.frames.indices(gt.n_frames)
     gt = gt.select_frames(start, stop)
-    if not (out / "GT").exists():
-        ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     movie = ctc.read_movie(data / args.seq)[start:stop]
     model = load_model(args.model, device="cpu").with_smooth_sigma(args.smooth)
     card = model.card
+    norm = None
+    if warped.pop():
+        norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
+        norm, gt = warped_copy(norm, gt)
+    if not (out / "GT").exists():
+        ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     for style in args.styles:
-        frames = movie
-        if style != "plain":
-            norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
-            frames = restyle_movie(norm, style, labels=gt.tra)
+        frames = movie if norm is None else norm
+        base = style.removeprefix("warped").removeprefix("-") or "plain"
+        if base != "plain":
+            if norm is None:
+                norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
+            frames = restyle_movie(norm, base, labels=gt.tra)
         t0 = time.perf_counter()
         outs = list(
             iter_outputs(
