@@ -573,6 +573,10 @@ def train_config(args: argparse.Namespace):
             raise ValueError(f"--cell-gain must be a probability in [0, 1], got {args.cell_gain}")
         augment = dataclasses.replace(cfg.augment, p_cell_gain=args.cell_gain)
         cfg = dataclasses.replace(cfg, augment=augment)
+    if args.warp is not None:
+        if not 0.0 <= args.warp <= 1.0:
+            raise ValueError(f"--warp must be a probability in [0, 1], got {args.warp}")
+        cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, p_warp=args.warp))
     return cfg
 
 
@@ -851,6 +855,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="probability that a training pair's cells each get their own brightness "
         "(0.08-1 of their contrast; default 0: off; docs/models.md, session 9)",
+    )
+    tr.add_argument(
+        "--warp",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability that a training pair is deformed by a smooth random field (cell "
+        "shapes the movie does not have; default 0: off; docs/models.md, session 15)",
     )
     tr.add_argument("--name", help="model name for the card (default: folder name)")
     tr.add_argument(

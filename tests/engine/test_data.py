@@ -578,3 +578,49 @@ def test_cell_gain_gives_each_cell_its_own_brightness_in_both_frames():
     b = b.sample()
     np.testing.assert_array_equal(a["labels"], b["labels"])  # same crop, same targets
     assert not np.allclose(a["image"], b["image"])
+
+
+def test_warp_deforms_images_and_labels_of_both_frames_together():
+    """One smooth field for the whole pair: every pixel of a cell still lies on that cell's
+    brightness (images and labels move together), cells keep their ids in both frames and
+    roughly their area, and the shapes change."""
+    movie = make_movie(n_frames=4, shape=(96, 96), n_cells=8, seed=5, radius=(8.0, 11.0))
+    labels = movie.labels[1:3].astype(np.int32)
+    arrs = {
+        "image": (labels > 0).astype(np.float32) * 0.8 + 0.1,  # cells bright, background dim
+        "seg": labels,
+        "track": labels.copy(),
+        "ignore": np.zeros_like(labels, dtype=bool),
+    }
+    arrs["ignore"][:, :, :10] = True
+    out = D._warp_pair(arrs, np.random.default_rng(3), strength=0.3)
+    assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
+        k: (v.shape, v.dtype) for k, v in arrs.items()
+    }
+    assert (out["seg"] != arrs["seg"]).mean() > 0.01  # deformed
+    for k in range(2):
+        cells = out["seg"][k] > 0
+        assert out["image"][k][cells].mean() > 0.85 and out["image"][k][~cells].mean() < 0.15
+        before, after = np.bincount(arrs["seg"][k].ravel()), np.bincount(out["seg"][k].ravel())
+        ids = np.flatnonzero(before[1:]) + 1
+        assert set(np.flatnonzero(after[1:]) + 1) == set(ids)
+        np.testing.assert_allclose(after[ids], before[ids], rtol=0.5)
+        np.testing.assert_array_equal(out["track"][k], out["seg"][k])
+    assert out["ignore"][:, :, :3].all() and not out["ignore"][:, :, 20:].any()
+    empty = {k: np.zeros_like(v) for k, v in arrs.items()}
+    assert D._warp_pair(empty, np.random.default_rng(0), 0.3) is empty  # no cells: unchanged
+
+
+def test_warp_is_off_by_default_and_on_with_p_warp():
+    movie = make_movie(n_frames=4, shape=(96, 96), n_cells=8, seed=5, radius=(8.0, 11.0))
+    seq = _seq_from_movie(movie)
+    quiet = dict(p_contrast=0, p_gain_field=0, p_gamma=0, p_blur=0, p_clahe=0, flip_rot=False,
+                 p_scale=0, p_shift=0)  # fmt: skip
+    assert D.AugmentConfig().p_warp == 0.0
+    a = D.PairSampler([seq], [[1, 2, 3]], crop_size=64, augment=D.AugmentConfig(**quiet), seed=4)
+    b = D.PairSampler(
+        [seq], [[1, 2, 3]], crop_size=64, augment=D.AugmentConfig(p_warp=1.0, **quiet), seed=4
+    )
+    a, b = a.sample(), b.sample()
+    assert a["image"].shape == b["image"].shape
+    assert not np.array_equal(a["labels"], b["labels"])

@@ -35,6 +35,8 @@ from .proxy import (
     draw_cell_factors,
     noise_sd,
     scale_above_background,
+    warp_field,
+    warp_movie,
 )
 
 log = logging.getLogger(__name__)
@@ -381,6 +383,13 @@ class AugmentConfig:
     #: training run has measured it.
     p_cell_gain: float = 0.0
     cell_gain_range: tuple[float, float] = UNEVEN_RANGE
+    #: probability that a training pair is deformed by one smooth random displacement field
+    #: (the same for both frames, so the tracking targets stay true; the field of the
+    #: ``warped`` validation proxy, :func:`~.proxy.warp_field`, on a grid of two of the
+    #: crop's cell diameters, SD ``warp_strength`` diameters): cell shapes the training movie
+    #: does not have. Off by default until a training run has measured it.
+    p_warp: float = 0.0
+    warp_strength: float = 0.3
 
 
 def _extract(arr: np.ndarray, y0: int, x0: int, h: int, w: int, fill) -> np.ndarray:
@@ -585,6 +594,8 @@ class PairSampler:
             for key in arrs:
                 a = np.rot90(arrs[key], k, axes=(1, 2))
                 arrs[key] = np.ascontiguousarray(a[:, :, ::-1] if flip else a)
+        if cfg and cfg.p_warp > 0 and rng.random() < cfg.p_warp:
+            arrs = _warp_pair(arrs, rng, cfg.warp_strength)
         if cfg and cfg.p_cell_gain > 0 and rng.random() < cfg.p_cell_gain:
             arrs["image"] = _cell_gain(arrs, rng, cfg.cell_gain_range)
         if cfg:
@@ -599,6 +610,25 @@ class PairSampler:
                 ]
             )
         return make_targets(arrs, s, t)
+
+
+def _warp_pair(
+    arrs: dict[str, np.ndarray], rng: np.random.Generator, strength: float
+) -> dict[str, np.ndarray]:
+    """The pair (images, SEG, TRA, ignore; each (2, crop, crop)) under one smooth random
+    deformation sized by the crop's median cell diameter; unchanged without cells."""
+    labels = np.where(arrs["seg"] > 0, arrs["seg"], arrs["track"])
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas >= MIN_CROP_PIXELS]
+    if not areas.size:
+        return arrs
+    diameter = 2.0 * float(np.sqrt(np.median(areas) / np.pi))
+    field = warp_field(labels.shape[1:], diameter, strength, seed=int(rng.integers(2**31)))
+    out = {"image": warp_movie(arrs["image"], field).astype(arrs["image"].dtype)}
+    for key in ("seg", "track"):
+        out[key] = warp_movie(arrs[key], field, labels=True)
+    out["ignore"] = warp_movie(arrs["ignore"].astype(np.uint8), field, labels=True).astype(bool)
+    return out
 
 
 def _cell_gain(
