@@ -80,7 +80,14 @@ def main() -> None:
     if warped.pop():
         norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
         norm, gt = warped_copy(norm, gt)
-    if not (out / "GT").exists():
+    if (out / "GT").exists():  # the folder's styles must share one truth
+        old = ctc.read_ground_truth(out / "GT")
+        same = old.tra.shape == gt.tra.shape and np.array_equal(old.tra, gt.tra)
+        if not same or sorted(old.seg) != sorted(gt.seg):
+            raise SystemExit(
+                f"{out / 'GT'} holds another truth (warped or not?): use another --out"
+            )
+    else:
         ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     for style in args.styles:
         frames = movie if norm is None else norm
