@@ -308,10 +308,9 @@ def _gap_step(
     """One frame of :func:`close_gaps`: join tracks ending at ``t - 1`` (frame ``before``) to
     tracks starting at ``t + g`` for ``g = min_gap .. len(ahead) - 1`` (``ahead[j]`` is frame
     ``t + j``; ``g = 0``: a track broken without a missing frame); shorter gaps first, then
-    nearer centroids. Paints the moved masks into the
-    missing frames (changed in place) and updates ``table`` / ``parents``. Returns
-    ``(a, b, start_b, end_b)`` per join: track ``b`` (frames ``start_b .. end_b``) is to be
-    relabelled ``a``."""
+    nearer centroids. Paints the moved masks into the missing frames (changed in place) and
+    updates ``table`` / ``parents``. Returns ``(a, b, start_b, end_b)`` per join: track ``b``
+    (frames ``start_b .. end_b``) is to be relabelled ``a``."""
     ending = [k for k, (s, e, p) in table.items() if e == t - 1 and k not in parents]
     if not ending:
         return []
