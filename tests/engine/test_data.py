@@ -606,7 +606,9 @@ def test_warp_deforms_images_and_labels_of_both_frames_together():
         assert set(np.flatnonzero(after[1:]) + 1) == set(ids)
         np.testing.assert_allclose(after[ids], before[ids], rtol=0.5)
         np.testing.assert_array_equal(out["track"][k], out["seg"][k])
-    assert out["ignore"][:, :, :3].all() and not out["ignore"][:, :, 20:].any()
+    # the ignored strip moves with the rest: about as wide, still on the left
+    assert abs(out["ignore"].mean() - arrs["ignore"].mean()) < 0.08  # 10 px, +- 7
+    assert out["ignore"][:, :, :10].mean() > 0.6 and not out["ignore"][:, :, 40:].any()
     empty = {k: np.zeros_like(v) for k, v in arrs.items()}
     assert D._warp_pair(empty, np.random.default_rng(0), 0.3) is empty  # no cells: unchanged
 
