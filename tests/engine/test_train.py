@@ -448,7 +448,7 @@ def test_training_with_crop_workers_writes_model(tmp_path, sequence):
 
 
 # --------------------------------------------------------------------------- time schedule
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler\.step\(\)`")
 def test_timed_one_cycle_follows_torchs_one_cycle():
     from napari_embedtrack.engine.train import TimedOneCycle
 
