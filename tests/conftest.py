@@ -6,7 +6,9 @@ or the ``ctc`` folder itself), else in ``../shared/data/ctc`` next to the reposi
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,26 @@ def find_ctc_root() -> Path | None:
         if path.is_dir() and any((path / name).is_dir() for name in CTC_DATASETS):
             return path
     return None
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``load(name)``: the script ``benchmarks/<name>.py`` as a module (the folder on
+    ``sys.path`` for its ``_common`` imports while the session lasts)."""
+    sys.path.insert(0, str(BENCHMARKS))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    yield load
+    sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture(scope="session")

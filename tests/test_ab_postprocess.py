@@ -3,8 +3,6 @@ so the A/B tables in docs/models.md compare against what users get."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ab():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    path = ROOT / "benchmarks" / "ab_postprocess.py"
-    spec = importlib.util.spec_from_file_location("ab_postprocess", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.path.remove(str(ROOT / "benchmarks"))
+def ab(benchmark_script):
+    return benchmark_script("ab_postprocess")
 
 
 SHIPPED = {m.name: m.card for m in list_models() if m.shipped}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,13 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def blend():
-    path = ROOT / "benchmarks" / "blend_models.py"
-    spec = importlib.util.spec_from_file_location("blend_models", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def blend(benchmark_script):
+    return benchmark_script("blend_models")
 
 
 def _model(folder: Path, seed: int, **card) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,12 +14,8 @@ SCRIPT = ROOT / "benchmarks" / "choose_smoothing.py"
 
 
 @pytest.fixture(scope="module")
-def rule():
-    spec = importlib.util.spec_from_file_location("choose_smoothing", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def rule(benchmark_script):
+    return benchmark_script("choose_smoothing")
 
 
 def _rows(plain, hard, uneven):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def pack_ctc():
-    spec = importlib.util.spec_from_file_location("pack_ctc", ROOT / "benchmarks" / "pack_ctc.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def pack_ctc(benchmark_script):
+    return benchmark_script("pack_ctc")
 
 
 @pytest.mark.parametrize("times256", [False, True])
