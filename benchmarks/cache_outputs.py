@@ -76,9 +76,10 @@ def main() -> None:
     movie = ctc.read_movie(data / args.seq)[start:stop]
     model = load_model(args.model, device="cpu").with_smooth_sigma(args.smooth)
     card = model.card
-    norm = None
-    if warped.pop():
+    norm = None  # the normalised frames, which every style but plain starts from
+    if args.styles != ["plain"]:
         norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
+    if warped.pop():
         norm, gt = warped_copy(norm, gt)
     if (out / "GT").exists():  # the folder's styles must share one truth
         old = ctc.read_ground_truth(out / "GT")
@@ -90,11 +91,12 @@ def main() -> None:
     else:
         ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
     for style in args.styles:
-        frames = movie if norm is None else norm
         base = style.removeprefix("warped").removeprefix("-") or "plain"
-        if base != "plain":
-            if norm is None:
-                norm = np.stack([normalize_frame(f, card.percentiles) for f in movie])
+        if style == "plain":
+            frames = movie
+        elif base == "plain":  # warped only
+            frames = norm
+        else:
             frames = restyle_movie(norm, base, labels=gt.tra)
         t0 = time.perf_counter()
         outs = list(

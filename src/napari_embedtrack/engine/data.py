@@ -35,6 +35,7 @@ from .proxy import (
     draw_cell_factors,
     noise_sd,
     scale_above_background,
+    warp_movie,
 )
 
 log = logging.getLogger(__name__)
@@ -634,15 +635,11 @@ def _warp_pair(
     grid = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
     at = np.stack([g / step + 1.0 for g in grid])  # crop pixel -> coarse grid coordinate
     field = np.stack([ndimage.map_coordinates(c, at, order=3) for c in coarse])
-    coords = np.stack(grid) + field
-
-    def warp(a: np.ndarray, order: int) -> np.ndarray:
-        return np.stack([ndimage.map_coordinates(f, coords, order=order, mode="mirror") for f in a])
-
-    out = {"image": warp(arrs["image"], 1).astype(arrs["image"].dtype)}
+    out = {"image": warp_movie(arrs["image"], field, mode="mirror").astype(arrs["image"].dtype)}
     for key in ("seg", "track"):
-        out[key] = warp(arrs[key], 0)
-    out["ignore"] = warp(arrs["ignore"].astype(np.uint8), 0).astype(bool)
+        out[key] = warp_movie(arrs[key], field, labels=True, mode="mirror")
+    ignore = warp_movie(arrs["ignore"].astype(np.uint8), field, labels=True, mode="mirror")
+    out["ignore"] = ignore.astype(bool)
     return out
 
 

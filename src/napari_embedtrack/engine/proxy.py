@@ -89,11 +89,14 @@ def warp_field(
     return field * taper.astype(np.float32)
 
 
-def warp_movie(stack: np.ndarray, field: np.ndarray, labels: bool = False) -> np.ndarray:
+def warp_movie(
+    stack: np.ndarray, field: np.ndarray, labels: bool = False, mode: str = "nearest"
+) -> np.ndarray:
     """Warp every frame of ``stack`` (T, Y, X) or one frame (Y, X) by ``field`` (2, Y, X).
 
     Output pixel ``p`` takes the input at ``p + field[:, p]``: linear interpolation for
     images, the nearest label for label images (``labels=True``; the dtype is kept).
+    ``mode``: how points beyond the edge are read (``scipy.ndimage.map_coordinates``).
     """
     stack = np.asarray(stack)
     single = stack.ndim == 2
@@ -112,7 +115,7 @@ def warp_movie(stack: np.ndarray, field: np.ndarray, labels: bool = False) -> np
             f if labels else f.astype(np.float32),
             coords,
             order=0 if labels else 1,
-            mode="nearest",
+            mode=mode,
         )
     return out[0] if single else out
 
