@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from napari_embedtrack.engine.cluster import ClusterParams, grow
@@ -111,6 +111,12 @@ for _v in (0.2, 0.25, 0.3):
         **VARIANTS["session 10 default, breaks joined"], "min_daughter_ratio": _v
     }  # fmt: skip
 VARIANTS["default"] = VARIANTS["breaks joined, daughters balanced 0.25"]  # what models ship with
+# session 16: new movies' masks were too small on dim cells (issue #13): a lower seediness
+# threshold takes in more of each cell; "grow" adds pixels next to a mask after the clean-up
+for _v in (0.35, 0.4, 0.45, 0.55, 0.6):
+    VARIANTS[f"shipped, seediness {_v}"] = {**VARIANTS["default"], "seed_threshold": _v}
+for _v in (0.2, 0.3):
+    VARIANTS[f"shipped, grow {_v} after the clean-up"] = {**VARIANTS["default"], "grow_after": _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
@@ -180,6 +186,7 @@ def main() -> None:
                 "tracks": scores["tracks"],
                 "gt_tracks": scores["gt_tracks"],
                 "false_divisions": scores.get("divisions_false"),
+                "params": asdict(params),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

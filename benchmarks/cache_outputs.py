@@ -117,6 +117,7 @@ def main() -> None:
             "style": style,
             "path": args.path,
             "amp": args.amp,
+            "tta": args.tta,
             "smooth_sigma": card.smooth_sigma,
             "seconds_per_frame": round((time.perf_counter() - t0) / len(outs), 2),
         }

@@ -637,6 +637,20 @@ def _report_outcome(model_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- other commands
+def _proxy_text(px) -> str:
+    """The card's new-movie proxy figures (``benchmarks/card_proxies.py``) in one clause."""
+    if not (isinstance(px, dict) and isinstance(px.get("copies"), dict)):
+        return ""
+    rows = ", ".join(
+        f"{style} {r['SEG']:.3f}/{r['TRA']:.3f}/{r['CT']:.3f}/{r['tracks']}"
+        for style, r in px["copies"].items()
+    )
+    return (
+        f"; new-movie proxies ({px.get('data', '?')}, {px.get('truth_tracks', '?')} true "
+        f"tracks; SEG/TRA/CT/tracks): {rows}"
+    )
+
+
 def run_models() -> list[dict]:
     from .engine.modelfile import list_models
 
@@ -647,11 +661,12 @@ def run_models() -> list[dict]:
         frames = "; ".join(f"{k} frames {x}" for k, x in v.get("frames", {}).items())
         text = ", ".join(f"{k} {x:.3f}" for k, x in val.items()) or "-"
         if frames:
-            text += f" ({frames})"
+            text = f"best checkpoint {text} ({frames})"
         ctc = v.get("ctc")  # official scores measured when the model was shipped
         if isinstance(ctc, dict):
             scores = ", ".join(f"{k} {ctc[k]:.3f}" for k in ("SEG", "DET", "TRA") if k in ctc)
             text += f"; CTC {scores} ({ctc.get('settings', '')})"
+        text += _proxy_text(v.get("proxies"))
         rows.append(
             {
                 "name": m.name,

@@ -160,20 +160,38 @@ def save_model(
         k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
         for k, v in net.state_dict().items()
     }
-    for name, write in (
-        (WEIGHTS, lambda p: save_file(state, str(p), metadata={"architecture": card.architecture})),
-        (CARD, lambda p: p.write_text(json.dumps(card.to_dict(), indent=2) + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are shared files
-            os.replace(tmp, out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    _write_atomic(
+        out_dir / WEIGHTS,
+        lambda p: save_file(state, str(p), metadata={"architecture": card.architecture}),
+    )
+    _write_atomic(out_dir / CARD, lambda p: p.write_text(_card_json(card)))
     return out_dir
+
+
+def save_card(model_dir: str | Path, card: ModelCard) -> Path:
+    """Replace the card of an existing model folder (the weights are left alone)."""
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        raise ModelFileError(f"{model_dir}: not a model folder (no {CARD})")
+    _write_atomic(path, lambda p: p.write_text(_card_json(card)))
+    return path
+
+
+def _card_json(card: ModelCard) -> str:
+    return json.dumps(card.to_dict(), indent=2) + "\n"
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are shared files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_card(model_dir: str | Path) -> ModelCard:
