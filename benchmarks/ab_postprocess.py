@@ -113,7 +113,7 @@ for _v in (0.2, 0.25, 0.3):
 VARIANTS["default"] = VARIANTS["breaks joined, daughters balanced 0.25"]  # what models ship with
 # session 16: new movies' masks were too small on dim cells (issue #13): a lower seediness
 # threshold takes in more of each cell; "grow" adds pixels next to a mask after the clean-up
-for _v in (0.35, 0.4, 0.45, 0.55, 0.6):
+for _v in (0.3, 0.35, 0.4, 0.45, 0.55, 0.6):
     VARIANTS[f"shipped, seediness {_v}"] = {**VARIANTS["default"], "seed_threshold": _v}
 for _v in (0.2, 0.3):
     VARIANTS[f"shipped, grow {_v} after the clean-up"] = {**VARIANTS["default"], "grow_after": _v}
