@@ -88,7 +88,6 @@ def test_card_scale_runs_a_model_at_another_pixel_size(tmp_path: Path):
     """The SIM+ model on its clip imaged at twice the resolution, with ``scale`` 0.5 in its
     card, scores what it scores on the clip itself: the network sees the same pixels, and
     offsets, clustering and linking are converted to the finer frame correctly."""
-
     name, n, half = "Fluo-N2DH-SIM+", 3, slice(0, 160)  # 3 frames of a 160 x 160 corner
     clip = CLIPS[name]
     movie = ctc.read_movie(clip / "01")[:n, half, half]
@@ -113,7 +112,6 @@ def test_msc_card_smoothing_finds_the_cells_of_a_dimmed_copy(tmp_path: Path):
     its clip (``restyle_movie(..., "hard")``, the validation proxy): every cell found, where
     the same frames unsmoothed lose over half of them (measured: DET 1.000 / SEG 0.366 with
     the card's 0.5, DET 0.435 / SEG 0.204 with 0; docs/models.md, session 12)."""
-
     import numpy as np
 
     from napari_embedtrack.engine.data import normalize_frame

@@ -641,8 +641,12 @@ def _proxy_text(px) -> str:
     """The card's new-movie proxy figures (``benchmarks/card_proxies.py``) in one clause."""
     if not (isinstance(px, dict) and isinstance(px.get("copies"), dict)):
         return ""
+
+    def fig(x) -> str:  # a measure py-ctcmetrics could not compute is None
+        return "-" if x is None else f"{x:.3f}"
+
     rows = ", ".join(
-        f"{style} {r['SEG']:.3f}/{r['TRA']:.3f}/{r['CT']:.3f}/{r['tracks']}"
+        f"{style} {fig(r.get('SEG'))}/{fig(r.get('TRA'))}/{fig(r.get('CT'))}/{r.get('tracks')}"
         for style, r in px["copies"].items()
     )
     return (
@@ -662,7 +666,7 @@ def run_models() -> list[dict]:
         text = ", ".join(f"{k} {x:.3f}" for k, x in val.items()) or "-"
         if frames:
             text = f"best checkpoint {text} ({frames})"
-        ctc = v.get("ctc")  # official scores measured when the model was shipped
+        ctc = v.get("ctc")  # official scores on held-out frames (re-measured with the clean-up)
         if isinstance(ctc, dict):
             scores = ", ".join(f"{k} {ctc[k]:.3f}" for k in ("SEG", "DET", "TRA") if k in ctc)
             text += f"; CTC {scores} ({ctc.get('settings', '')})"
