@@ -110,13 +110,23 @@ for _v in (0.2, 0.25, 0.3):
     VARIANTS[f"breaks joined, daughters balanced {_v}"] = {
         **VARIANTS["session 10 default, breaks joined"], "min_daughter_ratio": _v
     }  # fmt: skip
-VARIANTS["default"] = VARIANTS["breaks joined, daughters balanced 0.25"]  # what models ship with
+VARIANTS["session 15 default"] = VARIANTS["breaks joined, daughters balanced 0.25"]
+VARIANTS["default"] = {**VARIANTS["session 15 default"], "grow_dim": 0.65}  # what models ship with
 # session 16: new movies' masks were too small on dim cells (issue #13): a lower seediness
 # threshold takes in more of each cell; "grow" adds pixels next to a mask after the clean-up
 for _v in (0.3, 0.35, 0.4, 0.45, 0.55, 0.6):
-    VARIANTS[f"shipped, seediness {_v}"] = {**VARIANTS["default"], "seed_threshold": _v}
+    VARIANTS[f"shipped, seediness {_v}"] = {**VARIANTS["session 15 default"], "seed_threshold": _v}
 for _v in (0.2, 0.3):
-    VARIANTS[f"shipped, grow {_v} after the clean-up"] = {**VARIANTS["default"], "grow_after": _v}
+    VARIANTS[f"shipped, grow {_v} after the clean-up"] = {
+        **VARIANTS["session 15 default"], "grow_after": _v
+    }  # fmt: skip
+# session 17: each cell's mask takes the connected pixels whose seediness exceeds a fraction of
+# the cell's own median seediness (dim cells reach their edge, bright ones keep their masks),
+# added after the clean-up (ClusterParams.grow_dim)
+for _v in (0.55, 0.65, 0.75):
+    VARIANTS[f"session 15 default, dim rims {_v}"] = {
+        **VARIANTS["session 15 default"], "grow_dim": _v
+    }  # fmt: skip
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
@@ -126,7 +136,7 @@ def bare(params: ClusterParams) -> ClusterParams:
         params, fragment_size=0, min_daughter_size=-1, min_daughter_ratio=0.0, gap_distance=0.0,
         max_gap=1, min_gap=1,
         drop_single=False, small_track_fraction=0.0, small_track_reference="count",
-        small_track_edge_fraction=0.0,
+        small_track_edge_fraction=0.0, grow_dim=0.0,
     )  # fmt: skip
 
 

@@ -76,3 +76,16 @@ def test_linker_state_round_trip(synthetic_movie):
     np.testing.assert_array_equal(a.add(labels[3], offsets), b.add(labels[3], offsets))
     np.testing.assert_array_equal(a.lineage, b.lineage)
     assert a.n_frames == b.n_frames == 4
+
+
+def test_checkpoint_keeps_the_seediness_for_the_dim_cell_rims(tmp_path):
+    ckpt = RunCheckpoint(tmp_path / "run", FINGERPRINT)
+    ckpt.start()
+    labels = np.arange(12, dtype=np.uint32).reshape(3, 4)
+    seed = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    ckpt.save_frame(0, labels, {}, seed)
+    ckpt.save_frame(1, labels, {})  # a run without grow_dim keeps none
+    np.testing.assert_array_equal(ckpt.read_frame(0), labels)
+    np.testing.assert_array_equal(ckpt.read_seediness(0), seed)
+    assert ckpt.read_seediness(0).dtype == np.uint8
+    assert ckpt.read_seediness(1) is None

@@ -94,6 +94,10 @@ def test_local_cluster_equals_the_single_process_path(client, movie_file, tiny_m
     assert (want.lineage[:, 2] > want.lineage[:, 1]).sum() > 5  # tracks across frames
     for a, b in zip(finish_frames(got), finish_frames(want), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert want.params.grow_dim > 0  # the seediness kept for the dim-cell rims, the same
+    for t in range(8):
+        assert got.read_seediness(t) is not None
+        np.testing.assert_array_equal(got.read_seediness(t), want.read_seediness(t))
     assert len(OutputStore(got_out.path)) == 8
     for k in FIELDS:
         np.testing.assert_array_equal(got_out.array(k)[:], want_out.array(k)[:])

@@ -150,3 +150,27 @@ def test_retrack_with_default_cleanup_keeps_a_perfect_lineage(synthetic_movie, t
     for key in (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS):
         assert scores[key] == pytest.approx(1.0), key
     assert scores["tracks"] == scores["gt_tracks"]
+
+
+def test_dim_cell_rims_are_added_to_the_finished_frames(synthetic_movie):
+    """``grow_dim`` (on by default): the rules and the lineage are those without it; each
+    finished frame gets exactly its :func:`dim_rim` computed from the frame's seediness."""
+    from dataclasses import replace
+
+    from napari_embedtrack.engine.postprocess import add_dim_rims, seediness_u8
+
+    model = load_model("Fluo-N2DH-SIM+", device="cpu")
+    params = default_cluster_params(model.card)
+    assert params.grow_dim > 0
+    movie = synthetic_movie.image
+    grown = run(track_movie(movie, model, tta=False, device="cpu", params=params))
+    bare = run(
+        track_movie(movie, model, tta=False, device="cpu", params=replace(params, grow_dim=0.0))
+    )
+    np.testing.assert_array_equal(grown.lineage, bare.lineage)
+    kept = bare.labels > 0
+    np.testing.assert_array_equal(grown.labels[kept], bare.labels[kept])  # masks only grow
+    assert (grown.labels > 0).sum() > kept.sum() + 100  # the shipped model's dim edges
+    for t, out in enumerate(grown.outputs):
+        want = add_dim_rims(bare.labels[t], seediness_u8(out.seediness), params.grow_dim)
+        np.testing.assert_array_equal(grown.labels[t], want)

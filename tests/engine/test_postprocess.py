@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_embedtrack.engine.cluster import ClusterParams, cluster
 from napari_embedtrack.engine.postprocess import (
+    RIM_REACH,
+    add_dim_rims,
     close_gaps,
+    dim_rim,
     drop_single_frame_tracks,
     drop_small_tracks,
     finish_tracks,
     merge_fragments,
     reference_area,
     repair_divisions,
+    seediness_u8,
 )
 from napari_embedtrack.io.tracks import consistent_tracks
 
@@ -846,3 +851,73 @@ def test_repair_divisions_keeps_a_division_in_the_last_frame():
     out, olin = repair_divisions(lab, lin, min_daughter_size=0)
     np.testing.assert_array_equal(out, lab)
     np.testing.assert_array_equal(olin, lin)
+
+
+# ----------------------------------------------------------------- dim-cell rims (session 17)
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _two_cells():
+    """A bright cell (id 1, seediness 0.95) and a dim one (id 2, 0.6), each with a 2-px rim of
+    seediness 0.45 that the clustering left out, and a blob of 0.9 touching no cell."""
+    shape = (60, 90)
+    labels = np.zeros(shape, np.uint32)
+    seed = np.zeros(shape, np.float32)
+    for i, (cx, value) in enumerate([(20, 0.95), (60, 0.6)], start=1):
+        seed[_disc(shape, 30, cx, 14)] = 0.45
+        seed[_disc(shape, 30, cx, 12)] = value
+        labels[_disc(shape, 30, cx, 12)] = i
+    seed[50:55, 80:85] = 0.9
+    return labels, seed
+
+
+def test_dim_rim_takes_the_edge_of_a_dim_cell_and_leaves_a_bright_one():
+    labels, seed = _two_cells()
+    rim = dim_rim(labels, seed, 0.65)  # limits: 0.62 for the bright cell, 0.39 for the dim one
+    ring = _disc(labels.shape, 30, 60, 14) & ~_disc(labels.shape, 30, 60, 12)
+    assert (rim[ring] == 2).all()
+    assert not (rim == 1).any()  # the bright cell keeps its mask
+    assert not rim[labels > 0].any() and not rim[50:55, 80:85].any()  # no blob, no new cell
+    assert set(np.unique(rim)) == {0, 2}
+    # the limit is a fraction of the cell's own seediness: at 0.8 the dim cell wants 0.48
+    assert not dim_rim(labels, seed, 0.8).any()
+    # uint8 seediness (what a run keeps) gives the same rim
+    np.testing.assert_array_equal(dim_rim(labels, seediness_u8(seed), 0.65), rim)
+    grown = add_dim_rims(labels, seed, 0.65)
+    np.testing.assert_array_equal(grown, np.where(rim > 0, rim, labels))
+    assert add_dim_rims(labels, seed, 0.0) is labels and add_dim_rims(labels, None, 0.65) is labels
+
+
+def test_dim_rim_grows_a_mask_by_a_rim_where_the_seediness_does_not_fall_off():
+    """An untrained model's flat seediness: masks grow by a quarter of their radius, not over
+    the whole frame (which would leave no background)."""
+    labels, _ = _two_cells()
+    flat = np.full(labels.shape, 0.5, np.float32)
+    grown = add_dim_rims(labels, flat, 0.65)
+    dist = ndimage.distance_transform_edt(labels == 0)
+    assert (grown > 0).sum() > (labels > 0).sum()
+    assert dist[grown > 0].max() <= RIM_REACH * 12 + 1 and (grown == 0).any()
+
+
+def test_a_piece_the_clean_up_removed_is_taken_back_by_its_dim_cell():
+    labels, seed = _two_cells()
+    piece = _disc(labels.shape, 30, 60, 12) & (np.mgrid[:60, :90][1] > 70)  # within reach
+    labels[piece] = 3  # split off the dim cell, then removed by a rule (its track dropped)
+    tracked = labels[None].copy()
+    finished = np.where(tracked == 3, 0, tracked).astype(np.uint32)
+    seeds = seediness_u8(seed)[None]
+    want = add_dim_rims(finished[0], seeds[0], 0.65)
+    assert (want[piece] == 2).all()
+    # finish_tracks adds the rims after its rules when given the seediness
+    params = ClusterParams(grow_dim=0.65)
+    got, _ = finish_tracks(finished, np.array([[1, 0, 0, 0], [2, 0, 0, 0]]), params, seeds)
+    np.testing.assert_array_equal(got[0], want)
+    same, _ = finish_tracks(finished, np.array([[1, 0, 0, 0], [2, 0, 0, 0]]), params)
+    np.testing.assert_array_equal(same, finished)  # no seediness: no rims
+
+
+def test_grow_dim_must_be_a_fraction():
+    with pytest.raises(ValueError, match="grow_dim"):
+        ClusterParams(grow_dim=1.2)

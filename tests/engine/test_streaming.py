@@ -11,7 +11,7 @@ import pytest
 
 from napari_embedtrack.engine.cluster import ClusterParams
 from napari_embedtrack.engine.link import Linker
-from napari_embedtrack.engine.postprocess import StreamFinisher, finish_tracks
+from napari_embedtrack.engine.postprocess import StreamFinisher, finish_tracks, seediness_u8
 from napari_embedtrack.engine.progress import run
 from napari_embedtrack.io import ctc
 from napari_embedtrack.synthetic import make_movie
@@ -181,3 +181,35 @@ def test_streaming_results_writer_equals_write_results(seed, tmp_path):
         np.testing.assert_array_equal(written, ctc.read_lineage(tmp_path / f"a{k}/res_track.txt"))
     n_plain = len(ctc.read_lineage(tmp_path / "b0/res_track.txt"))
     assert len(ctc.read_lineage(tmp_path / "b1/res_track.txt")) == n_plain + 1  # the split
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_streaming_dim_rims_equal_the_in_memory_ones(seed):
+    """With ``grow_dim`` the finished frames get each cell's dim rim, after the rules, the
+    same way in memory and streamed from the frame store's seediness."""
+    from scipy import ndimage
+
+    labels, lineage = _corrupted_tracking(seed)
+    labels.flags.writeable = False
+    # seediness: 0.9 in cells with even ids, 0.55 in odd ones, 0.4 on a 2-px ring around all
+    seeds = np.zeros(labels.shape, np.float32)
+    for t, frame in enumerate(labels):
+        seeds[t][ndimage.binary_dilation(frame > 0, iterations=2)] = 0.4
+        seeds[t][frame > 0] = np.where(frame[frame > 0] % 2 == 0, 0.9, 0.55)
+    seeds = seediness_u8(seeds)
+    params = replace(PARAMS[8], grow_dim=0.65)
+    want_labels, want_lineage = finish_tracks(labels, lineage, params, seeds)
+    finisher = StreamFinisher(lineage, params, len(labels), lambda t: labels[t], lambda t: seeds[t])
+    got_lineage = run(finisher.plan())
+    got_labels = np.stack(list(finisher.frames()))
+    np.testing.assert_array_equal(got_labels, want_labels)
+    np.testing.assert_array_equal(got_lineage, want_lineage)
+    bare, bare_lineage = finish_tracks(labels, lineage, params)  # no seediness: no rims
+    np.testing.assert_array_equal(bare_lineage, want_lineage)
+    grown = (want_labels > 0) & (bare == 0)
+    ring = grown & (seeds == seediness_u8(np.float32(0.4)))
+    assert ring.sum() > 100  # the dim cells' rings
+    for t in range(len(labels)):  # a ring pixel joins a dim cell (0.55), never a bright one
+        for cell in np.unique(want_labels[t][ring[t]]):
+            assert np.median(seeds[t][bare[t] == cell]) < seediness_u8(np.float32(0.6))
+    np.testing.assert_array_equal(want_labels[bare > 0], bare[bare > 0])  # masks only grow

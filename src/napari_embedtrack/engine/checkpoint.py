@@ -117,10 +117,20 @@ class RunCheckpoint:
 
     def read_frame(self, t: int) -> np.ndarray:
         """Tracked labels of finished frame ``t`` (before the track clean-up)."""
+        return self._read(t, "labels")
+
+    def read_seediness(self, t: int) -> np.ndarray | None:
+        """Seediness (uint8) kept with finished frame ``t`` for the dim-cell rims
+        (:func:`~.postprocess.dim_rim`), or None."""
+        return self._read(t, "seediness")
+
+    def _read(self, t: int, key: str) -> np.ndarray | None:
         path = self.folder / f"frame_{t:06d}.npz"
         try:
             with np.load(path) as data:
-                return data["labels"]
+                if key == "seediness" and key not in data.files:
+                    return None
+                return data[key]
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: unreadable finished frame ({e})") from None
 
@@ -132,11 +142,17 @@ class RunCheckpoint:
         run = {"format": FORMAT, "fingerprint": self.fingerprint}
         _write_atomic(self.folder / "run.json", json.dumps(run, indent=1))
 
-    def save_frame(self, t: int, tracked: np.ndarray, linker_state: dict) -> None:
-        """Record frame ``t`` as finished (its labels first, then the state that counts it)."""
+    def save_frame(
+        self, t: int, tracked: np.ndarray, linker_state: dict, seediness: np.ndarray | None = None
+    ) -> None:
+        """Record frame ``t`` as finished (its labels, and the seediness kept for the dim-cell
+        rims, first; then the state that counts it)."""
         path = self.folder / f"frame_{t:06d}.npz"
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, labels=tracked)
+        arrays = {"labels": tracked}
+        if seediness is not None:
+            arrays["seediness"] = seediness
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
         state = {"frames_done": t + 1, "linker": linker_state}
         _write_atomic(self.folder / "state.json", json.dumps(state))

@@ -41,6 +41,10 @@ units (see ``docs/architecture.md``). For one frame:
    watershed on the seediness started from the instances (``skimage.segmentation.watershed``):
    masks reach into a cell's dim rim that the seediness threshold cut off, without new
    instances (a region of such pixels that touches no instance stays background).
+10. Not in this function: with ``grow_dim > 0`` the pipeline keeps each frame's seediness
+   (:func:`.postprocess.seediness_u8`) and adds :func:`.postprocess.dim_rim` to the finished
+   frames, after the track
+   clean-up (:class:`.postprocess.StreamFinisher`, :func:`.postprocess.finish_tracks`).
 
 Consequences: a cell of at most ``min_count`` pixels can never produce a candidate; a cell
 whose pixels all point to a centre rounding outside the frame produces none either; two
@@ -129,6 +133,15 @@ class ClusterParams:
     grow_threshold : float
         Instances grow into connected unlabelled pixels with seediness above this value
         (step 9 of the module doc; 0: off; must be below ``seed_threshold``).
+    grow_dim : float
+        After the track clean-up, each cell takes the connected unlabelled pixels whose
+        seediness exceeds this fraction of its own median seediness
+        (:func:`.postprocess.dim_rim`): the
+        masks of dim cells, whose seediness fades before their edge, reach it; bright cells
+        (median seediness above ``seed_threshold / grow_dim``) keep theirs (0: off). The
+        rims are added to the finished frames, after the clean-up rules (which judge tracks
+        by their clustered masks); a piece of a cell that the clean-up removed is then
+        taken back by the cell.
     """
 
     seed_threshold: float = 0.5
@@ -150,6 +163,7 @@ class ClusterParams:
     small_track_reference: str = "pixels"
     small_track_edge_fraction: float = 0.0
     grow_threshold: float = 0.0
+    grow_dim: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.score_threshold < 1.0:
@@ -188,6 +202,8 @@ class ClusterParams:
                 "grow_threshold must be 0 (off) or in (0, seed_threshold), got "
                 f"{self.grow_threshold} with seed_threshold {self.seed_threshold}"
             )
+        if not 0.0 <= self.grow_dim < 1.0:
+            raise ValueError(f"grow_dim must be in [0, 1), got {self.grow_dim}")
         if self.min_count < 0 or self.min_size < 0:
             raise ValueError(
                 f"min_count and min_size must be >= 0, got {self.min_count}, {self.min_size}"

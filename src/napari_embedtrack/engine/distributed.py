@@ -53,6 +53,7 @@ from .pipeline import (
     default_cluster_params,
     finish_frames,
 )
+from .postprocess import seediness_u8
 from .progress import Progress
 
 #: Frames per task by default: the first frame of a chunk is run twice (once for its
@@ -197,6 +198,7 @@ def _create_store(folder: Path, shape: tuple[int, int, int], shift_dtype) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     for name, full, chunks, dtype in (
         ("labels", (t, y, x), (1, y, x), "int32"),
+        ("seediness", (t, y, x), (1, y, x), "uint8"),
         ("shift", (t, 2, y, x), (1, 2, y, x), np.dtype(shift_dtype).name),
     ):
         zarr.open_array(
@@ -228,6 +230,7 @@ def _run_chunk(
     movie = source.open()
     labels_arr = zarr.open_array(store=str(Path(store) / "labels"), mode="r+")
     shift_arr = zarr.open_array(store=str(Path(store) / "shift"), mode="r+")
+    seed_arr = zarr.open_array(store=str(Path(store) / "seediness"), mode="r+")
     out_arrs = None
     if outputs is not None:
         from ..io.zarr_store import FIELDS
@@ -249,6 +252,8 @@ def _run_chunk(
                 continue  # frame a - 1: run for its encoder features only
             labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
             labels_arr[t] = labels
+            if params.grow_dim:
+                seed_arr[t] = seediness_u8(out.seediness)
             if t > 0:
                 shift_arr[t] = vote_shift(labels, out.track_offsets)
             if out_arrs is not None:
@@ -357,6 +362,7 @@ def _track(
     zarr = _zarr()
     labels_arr = zarr.open_array(store=str(store / "labels"), mode="r")
     shift_arr = zarr.open_array(store=str(store / "shift"), mode="r")
+    seed_arr = zarr.open_array(store=str(store / "seediness"), mode="r")
     chunks = [(a, min(a + chunk_frames, n)) for a in range(0, n, chunk_frames)]
     tag = uuid.uuid4().hex[:8]
     futures = [
@@ -384,7 +390,8 @@ def _track(
                 labels = np.asarray(labels_arr[t])
                 shift = np.asarray(shift_arr[t]) if t > 0 else None
                 tracked = linker.add(labels, shift)
-                frame_store.save_frame(t, tracked, linker.state())
+                seed = np.asarray(seed_arr[t]) if params.grow_dim else None
+                frame_store.save_frame(t, tracked, linker.state(), seed)
                 n_done = t + 1
                 if out_path is not None:
                     outputs.array("seediness").attrs["frames_written"] = n_done
@@ -404,6 +411,7 @@ def _track(
         params=params,
         read_frame=frame_store.read_frame,
         outputs=outputs if outputs is not None else [],
+        read_seediness=frame_store.read_seediness,
     )
 
 

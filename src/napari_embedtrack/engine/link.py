@@ -35,7 +35,7 @@ import numpy as np
 
 from .cluster import ClusterParams, cluster
 from .outputs import FrameOutput
-from .postprocess import finish_tracks
+from .postprocess import finish_tracks, seediness_u8
 from .progress import Progress, run
 
 logger = logging.getLogger(__name__)
@@ -371,18 +371,22 @@ def iter_cluster_and_link(
     n = len(outputs)
     if n == 0:
         raise ValueError("outputs is empty: need at least one frame")
+    params = params or ClusterParams()
     linker = Linker()
     tracked = np.zeros((n, *outputs[0].shape), dtype=np.uint32)
+    seeds = np.zeros(tracked.shape, np.uint8) if params.grow_dim else None
     for t, out in enumerate(outputs):
         if out.shape != tracked.shape[1:]:
             raise ValueError(f"outputs[{t}] has shape {out.shape}, expected {tracked.shape[1:]}")
         labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
         tracked[t] = linker.add(labels, out.track_offsets if t > 0 else None)
+        if seeds is not None:
+            seeds[t] = seediness_u8(out.seediness)
         n_cells = int(labels.max())
         yield Progress(
             t + 1, n, f"clustered and linked frame {t + 1}/{n}", {"frame": t, "n_cells": n_cells}
         )
-    return finish_tracks(tracked, linker.lineage, params or ClusterParams())
+    return finish_tracks(tracked, linker.lineage, params, seeds)
 
 
 def cluster_and_link(

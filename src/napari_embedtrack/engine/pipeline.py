@@ -33,7 +33,7 @@ from .cluster import ClusterParams, cluster
 from .link import Linker
 from .modelfile import LoadedModel, ModelCard, load_model
 from .outputs import FrameOutput
-from .postprocess import StreamFinisher
+from .postprocess import StreamFinisher, seediness_u8
 from .predict import CPU_BATCH_BYTES, JOB_BYTES_PER_PIXEL, iter_outputs, resolve_device
 from .progress import Progress, run
 from .resources import available_memory
@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 #: SMALL_TRACK_EDGE_FRACTION of it (session 8: dim cells missed for a few frames, debris;
 #: session 10: debris on the frame's edge); a division whose smaller daughter is below
 #: DAUGHTER_RATIO of the larger one (first frame) is undone (session 15: pieces split off
-#: MSC's long cells; on SIM+ 01's true masks 1 of 28 divisions is that unequal).
+#: MSC's long cells; on SIM+ 01's true masks 1 of 28 divisions is that unequal). After the
+#: clean-up every cell takes the connected pixels whose seediness exceeds GROW_DIM of its own
+#: median seediness (session 17: the masks of dim cells were too small; bright cells keep
+#: theirs).
 FRAGMENT_FRACTION = 0.2
 GAP_DIAMETERS = 1.0
 MAX_GAP = 5
@@ -60,6 +63,7 @@ MIN_GAP = 0
 SMALL_TRACK_FRACTION = 0.35
 SMALL_TRACK_EDGE_FRACTION = 0.35
 DAUGHTER_RATIO = 0.25
+GROW_DIM = 0.65
 
 
 def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
@@ -68,7 +72,8 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
     when the card does not know it, as is the small-track rule); a division whose daughter
     lasts one frame, or whose daughters are very unequal (:data:`DAUGHTER_RATIO`), is
     undone; gaps of up to :data:`MAX_GAP` frames are bridged, and tracks broken between
-    consecutive frames joined (:data:`MIN_GAP`).
+    consecutive frames joined (:data:`MIN_GAP`); dim cells' masks reach their edge
+    (:data:`GROW_DIM`).
     """
     cell = float(card.cell_size)
     kw = {
@@ -85,6 +90,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "drop_single": card.drop_single,
         "small_track_fraction": SMALL_TRACK_FRACTION if cell > 0 else 0.0,
         "small_track_edge_fraction": SMALL_TRACK_EDGE_FRACTION if cell > 0 else 0.0,
+        "grow_dim": GROW_DIM,
         **overrides,
     }
     return ClusterParams(**kw)
@@ -111,10 +117,11 @@ class TrackingResult:
 
 
 #: Memory a run needs, in bytes per pixel (estimates, see docs/user-guide.md, "Bad input"):
-#: kept for every pixel of the movie (uint32 track labels and the clean-up's copies of them),
-#: kept per pixel when the network outputs are kept (seven float32 maps), and in flight for
-#: one frame (the normalised frame, tiles, outputs, clustering and linking temporaries).
-MOVIE_BYTES_PER_PIXEL = 16
+#: kept for every pixel of the movie (uint32 track labels and the clean-up's copies of them,
+#: the uint8 seediness kept for the dim-cell rims), kept per pixel when the network outputs
+#: are kept (seven float32 maps), and in flight for one frame (the normalised frame, tiles,
+#: outputs, clustering and linking temporaries).
+MOVIE_BYTES_PER_PIXEL = 17
 OUTPUT_BYTES_PER_PIXEL = 28
 FRAME_BYTES_PER_PIXEL = 100
 
@@ -241,17 +248,23 @@ _NO_OUTPUTS = (
 
 
 class _MemoryFrames:
-    """Tracked frames kept in memory (runs without a checkpoint)."""
+    """Tracked frames kept in memory (runs without a checkpoint), with the seediness (uint8)
+    kept for the dim-cell rims if given."""
 
     def __init__(self) -> None:
         self.frames: list[np.ndarray] = []
+        self.seediness: list[np.ndarray | None] = []
 
-    def save_frame(self, t: int, tracked: np.ndarray, _state) -> None:
-        del self.frames[t:]
+    def save_frame(self, t: int, tracked: np.ndarray, _state, seediness=None) -> None:
+        del self.frames[t:], self.seediness[t:]
         self.frames.append(tracked)
+        self.seediness.append(seediness)
 
     def read_frame(self, t: int) -> np.ndarray:
         return self.frames[t]
+
+    def read_seediness(self, t: int) -> np.ndarray | None:
+        return self.seediness[t]
 
 
 @dataclass
@@ -267,6 +280,8 @@ class RawTracks:
         params: the clustering and clean-up settings.
         read_frame: frame index -> tracked (Y, X) uint32 labels.
         outputs: the network outputs kept (a list or an outputs store), or empty.
+        read_seediness: frame index -> its seediness (uint8) or None, for the dim-cell rims
+            the finisher adds (:attr:`~.cluster.ClusterParams.grow_dim`).
     """
 
     lineage: np.ndarray
@@ -276,10 +291,13 @@ class RawTracks:
     params: ClusterParams
     read_frame: Callable[[int], np.ndarray]
     outputs: Sequence[FrameOutput] = field(default_factory=list)
+    read_seediness: Callable[[int], np.ndarray | None] | None = None
 
     def finisher(self) -> StreamFinisher:
         """The track clean-up over these frames (call ``plan()`` then ``frames()``)."""
-        return StreamFinisher(self.lineage, self.params, self.n_frames, self.read_frame)
+        return StreamFinisher(
+            self.lineage, self.params, self.n_frames, self.read_frame, self.read_seediness
+        )
 
 
 def track_frames(
@@ -366,13 +384,14 @@ def track_frames(
                 continue  # the last finished frame: its features are now in the network
             labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
             tracked = linker.add(labels, out.track_offsets if t > 0 else None)
+            seed = seediness_u8(out.seediness) if params.grow_dim else None
             if isinstance(outputs, list):
                 outputs.append(out)
             elif keep:
                 outputs.put(t, out)  # before the checkpoint counts the frame as done
-            store.save_frame(t, tracked, linker.state())
+            store.save_frame(t, tracked, linker.state(), seed)
             n_done = t + 1
-            del out, tracked
+            del out, tracked, seed
             n_cells = int(labels.max())
             yield Progress(
                 t + 1, n, f"frame {t + 1}/{n}: {n_cells} cells", {"frame": t, "n_cells": n_cells}
@@ -392,6 +411,7 @@ def track_frames(
         params=params,
         read_frame=store.read_frame,
         outputs=outputs if keep else [],
+        read_seediness=store.read_seediness,
     )
 
 
@@ -491,12 +511,15 @@ def retrack_frames(
             raise ValueError(f"outputs[{t}] has shape {out.shape}, expected {shape}")
         labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
         tracked = linker.add(labels, out.track_offsets if t > 0 else None)
-        store.save_frame(t, tracked, linker.state())
+        seed = seediness_u8(out.seediness) if params.grow_dim else None
+        store.save_frame(t, tracked, linker.state(), seed)
         n_cells = int(labels.max())
         yield Progress(
             t + 1, n, f"clustered and linked frame {t + 1}/{n}", {"frame": t, "n_cells": n_cells}
         )
-    return RawTracks(linker.lineage, n, shape, True, params, store.read_frame, outputs)
+    return RawTracks(
+        linker.lineage, n, shape, True, params, store.read_frame, outputs, store.read_seediness
+    )
 
 
 def retrack(

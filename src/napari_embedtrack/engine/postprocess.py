@@ -159,6 +159,64 @@ def _apply(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return lut[labels]
 
 
+def seediness_u8(seediness: np.ndarray) -> np.ndarray:
+    """Seediness in [0, 1] as uint8 (x255; NaN as 0): what a run keeps of each frame for
+    :func:`dim_rim`, which compares seediness only with fractions of itself."""
+    s = np.nan_to_num(np.asarray(seediness, dtype=np.float32), nan=0.0)
+    return np.clip(np.rint(s * 255.0), 0, 255).astype(np.uint8)
+
+
+#: how far :func:`dim_rim` lets a mask grow, as a fraction of the cell's radius
+RIM_REACH = 0.25
+
+
+def dim_rim(labels: np.ndarray, seediness: np.ndarray, fraction: float) -> np.ndarray:
+    """The pixels each instance of ``labels`` takes with
+    :attr:`.cluster.ClusterParams.grow_dim`.
+
+    An instance whose median seediness is ``m`` takes the unlabelled pixels with seediness
+    above ``fraction * m`` that it reaches through such pixels (a watershed on the seediness
+    started from the instances, as :func:`.cluster.grow`, so a pixel between two cells joins the one
+    it is brighter towards), up to :data:`RIM_REACH` of its radius (``sqrt(area / pi)``)
+    away. Dim cells (low ``m``) take the rim the seediness threshold cut off; bright cells
+    take pixels only where the seediness is nearly theirs; where the seediness does not
+    fall off at all (an untrained model, haze) a mask grows by a rim, not over the frame.
+
+    Returns:
+        (Y, X) labels of ``labels``' dtype: each taken pixel holds its instance's id; 0 on
+        the instances and everywhere else. No instance is created or removed.
+    """
+    from skimage.segmentation import watershed
+
+    labels = np.asarray(labels)
+    rim = np.zeros_like(labels)
+    top = int(labels.max(initial=0))
+    if top == 0 or fraction <= 0:
+        return rim
+    seed = np.nan_to_num(np.asarray(seediness, dtype=np.float64), nan=0.0)
+    inside = labels > 0
+    ids = np.unique(labels[inside])  # track ids are sparse: the medians of those present
+    limit = np.full(top + 1, np.inf)
+    limit[ids] = fraction * np.asarray(ndimage.median(seed[inside], labels[inside], ids))
+    # which instance would reach each pixel above the lowest limit, then that instance's limit
+    claim = watershed(-seed, markers=labels, mask=inside | (seed > limit[ids].min()))
+    radius = np.sqrt(np.bincount(labels.ravel(), minlength=top + 1) / np.pi)
+    near = ndimage.distance_transform_edt(~inside) <= RIM_REACH * radius[claim]
+    take = inside | ((seed > limit[claim]) & near)
+    grown = watershed(-seed, markers=labels, mask=take)
+    rim[~inside] = grown[~inside]
+    return rim
+
+
+def add_dim_rims(frame: np.ndarray, seediness: np.ndarray | None, fraction: float) -> np.ndarray:
+    """``frame`` (instance or track ids) with its :func:`dim_rim` added (a new array), or
+    ``frame`` itself when ``seediness`` is None or ``fraction`` is 0."""
+    if seediness is None or fraction <= 0:
+        return frame
+    rim = dim_rim(frame, seediness, fraction)
+    return np.where(rim > 0, rim, frame).astype(frame.dtype, copy=False)
+
+
 def _table(lineage: np.ndarray) -> dict[int, list[int]]:
     return {int(r[0]): [int(r[1]), int(r[2]), int(r[3])] for r in np.asarray(lineage)}
 
@@ -469,9 +527,12 @@ def drop_small_tracks(
     return _apply(labels, dict.fromkeys(drop, 0)), _as_lineage(table)
 
 
-def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.ndarray, np.ndarray]:
+def finish_tracks(
+    labels: np.ndarray, lineage: np.ndarray, params, seediness: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The whole-movie rules of ``params`` (a :class:`.cluster.ClusterParams`), in order:
-    division check, gap closing, one-frame track removal, small track removal."""
+    division check, gap closing, one-frame track removal, small track removal; then, with
+    ``params.grow_dim`` and ``seediness`` (T, Y, X) given, each frame's :func:`dim_rim`."""
     labels, lineage = np.asarray(labels), np.asarray(lineage)
     if labels.shape[0] == 0:
         return labels, lineage
@@ -492,6 +553,10 @@ def finish_tracks(labels: np.ndarray, lineage: np.ndarray, params) -> tuple[np.n
             params.small_track_fraction,
             params.small_track_reference,
             params.small_track_edge_fraction,
+        )
+    if seediness is not None and params.grow_dim:
+        labels = np.stack(
+            [add_dim_rims(f, s, params.grow_dim) for f, s in zip(labels, seediness, strict=True)]
         )
     return labels, lineage
 
@@ -515,6 +580,8 @@ class StreamFinisher:
         n_frames: frames tracked (``read_frame`` takes 0 .. n_frames - 1).
         read_frame: frame ``t`` as tracked (uint32 track ids); must not be changed by the
             caller while the finisher works (a copy is made before any change).
+        read_seediness: frame ``t``'s seediness (:func:`seediness_u8`) or None; with
+            ``params.grow_dim``, each finished frame gets its :func:`dim_rim`.
     """
 
     def __init__(
@@ -523,10 +590,12 @@ class StreamFinisher:
         params,
         n_frames: int,
         read_frame: Callable[[int], np.ndarray],
+        read_seediness: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
         self.params = params
         self.n_frames = int(n_frames)
         self._read = read_frame
+        self._read_seediness = read_seediness
         self._given = np.asarray(lineage)
         self._repair: dict[int, int] = {}
         self._drop: list[int] = []
@@ -636,5 +705,8 @@ class StreamFinisher:
         else:
             source = (self._repaired(t) for t in range(self.n_frames))
         drop = dict.fromkeys(self._drop, 0)
-        for frame in source:
-            yield _apply(frame, drop) if drop else frame
+        for t, frame in enumerate(source):
+            final = _apply(frame, drop) if drop else frame
+            if self._read_seediness is not None and self.params.grow_dim:
+                final = add_dim_rims(final, self._read_seediness(t), self.params.grow_dim)
+            yield final

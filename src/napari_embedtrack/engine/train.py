@@ -32,7 +32,7 @@ from .metrics import seg_score
 from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
-from .postprocess import finish_tracks
+from .postprocess import add_dim_rims, finish_tracks, seediness_u8
 from .predict import _Background, auto_amp, check_scale, iter_outputs, resolve_device
 from .progress import Progress
 from .proxy import restyle_movie
@@ -357,7 +357,7 @@ def validate(
             if style != "plain":
                 movie = restyle_movie(movie, style, labels=s.track[frames])
             linker = Linker()
-            tracked = []
+            tracked, seeds = [], []
             outs = iter_outputs(
                 net,
                 movie,
@@ -368,10 +368,11 @@ def validate(
             for i, (t, out) in enumerate(zip(frames, outs, strict=True)):
                 labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
                 tracked.append(linker.add(labels, out.track_offsets if i else None))
-                if t in seg_frames:
-                    preds.append(labels)
+                seeds.append(seediness_u8(out.seediness))
+                if t in seg_frames:  # masks as the pipeline gives them (dim-cell rims added)
+                    preds.append(add_dim_rims(labels, seeds[-1], params.grow_dim))
                     refs.append(s.seg[t])
-            tr, lin = finish_tracks(np.stack(tracked), linker.lineage, params)
+            tr, lin = finish_tracks(np.stack(tracked), linker.lineage, params, np.stack(seeds))
             scores = _window_tracking(s, list(frames), tr, lin)
             if scores is not None:
                 tras.append(scores["TRA"])
