@@ -43,8 +43,8 @@ units (see ``docs/architecture.md``). For one frame:
    instances (a region of such pixels that touches no instance stays background).
 10. Not in this function: with ``grow_dim > 0`` the pipeline keeps each frame's seediness
    (:func:`.postprocess.seediness_u8`) and adds :func:`.postprocess.dim_rim` to the finished
-   frames, after the track
-   clean-up (:class:`.postprocess.StreamFinisher`, :func:`.postprocess.finish_tracks`).
+   frames, after the track clean-up (:class:`.postprocess.StreamFinisher`,
+   :func:`.postprocess.finish_tracks`).
 
 Consequences: a cell of at most ``min_count`` pixels can never produce a candidate; a cell
 whose pixels all point to a centre rounding outside the frame produces none either; two
@@ -135,13 +135,13 @@ class ClusterParams:
         (step 9 of the module doc; 0: off; must be below ``seed_threshold``).
     grow_dim : float
         After the track clean-up, each cell takes the connected unlabelled pixels whose
-        seediness exceeds this fraction of its own median seediness
-        (:func:`.postprocess.dim_rim`): the
-        masks of dim cells, whose seediness fades before their edge, reach it; bright cells
-        (median seediness above ``seed_threshold / grow_dim``) keep theirs (0: off). The
-        rims are added to the finished frames, after the clean-up rules (which judge tracks
-        by their clustered masks); a piece of a cell that the clean-up removed is then
-        taken back by the cell.
+        seediness exceeds this fraction of its own median seediness, within a quarter of its
+        radius (:func:`.postprocess.dim_rim`): the masks of dim cells, whose seediness fades
+        before their edge, reach it; bright cells (median seediness above
+        ``seed_threshold / grow_dim``) take only pixels above ``seed_threshold`` (0: off).
+        The rims are added to the finished frames, after the clean-up rules (which judge
+        tracks by their clustered masks); a piece of a cell that the clean-up removed is
+        then taken back by the cell.
     """
 
     seed_threshold: float = 0.5
