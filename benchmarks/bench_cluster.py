@@ -2,7 +2,9 @@
 
 Run: ``python benchmarks/bench_cluster.py``. Two cases: ideal outputs (every pixel points
 exactly at its cell's centre) and noisy outputs (offset noise, soft seediness, wider kernels),
-which create many more candidate centres.
+which create many more candidate centres. Then the dim-cell rims the pipeline adds to every
+finished frame (``postprocess.add_dim_rims`` at the default ``GROW_DIM``) on the clustered
+noisy frame and on the untrained-like one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from napari_embedtrack.engine.cluster import ClusterParams, cluster
+from napari_embedtrack.engine.pipeline import GROW_DIM
+from napari_embedtrack.engine.postprocess import add_dim_rims, seediness_u8
 
 G = 1.0 / 255.0
 
@@ -57,6 +61,18 @@ def bench(name, args, params, repeat=3):
         lab = cluster(*args, params)
         times.append(time.perf_counter() - t0)
     print(f"{name}: {min(times):.3f} s (min of {repeat}), {lab.max()} instances")
+    return lab
+
+
+def bench_rims(name, labels, seediness, repeat=3):
+    seed = seediness_u8(seediness)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        grown = add_dim_rims(labels, seed, GROW_DIM)
+        times.append(time.perf_counter() - t0)
+    added = int((grown > 0).sum() - (labels > 0).sum())
+    print(f"dim-cell rims, {name}: {min(times):.3f} s (min of {repeat}), {added} pixels added")
 
 
 def main():
@@ -71,7 +87,8 @@ def main():
     print(f"frame {labels.shape}, {n_cells} cells, {int((labels > 0).sum())} fg pixels")
     params = ClusterParams(min_size=20, grid_spacing=G)
     bench("ideal outputs", outputs(labels, centres), params)
-    bench("noisy outputs (sd 2 px, radius 4 px)", outputs(labels, centres, 2.0, 4.0), params)
+    noisy = outputs(labels, centres, 2.0, 4.0)
+    noisy_labels = bench("noisy outputs (sd 2 px, radius 4 px)", noisy, params)
     bench("noisy outputs (sd 4 px, radius 8 px)", outputs(labels, centres, 4.0, 8.0), params)
     shape = labels.shape
     rng = np.random.default_rng(0)
@@ -80,7 +97,9 @@ def main():
         np.full((2, *shape), 0.5, np.float32),
         rng.normal(0, 1, (2, *shape)).astype(np.float32),
     )
-    bench("untrained-like outputs (random seediness, zero-ish offsets)", untrained, params, 1)
+    raw = bench("untrained-like outputs (random seediness, zero-ish offsets)", untrained, params, 1)
+    bench_rims("noisy outputs (sd 2 px)", noisy_labels, noisy[0])
+    bench_rims("untrained-like outputs", raw, untrained[0], 1)
 
 
 if __name__ == "__main__":
