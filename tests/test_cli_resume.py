@@ -112,3 +112,22 @@ def test_resume_refuses_a_checkpoint_of_other_settings(movie_tif, tmp_path, caps
     assert main([*args, "--resume"]) == 2
     assert "other" in capsys.readouterr().err  # "... holds a run with other ..."
     assert not (tmp_path / "other").exists()
+
+
+def test_resume_refuses_a_run_clustered_with_other_settings(movie_tif, tmp_path):
+    """A run interrupted before its model card's thresholds or the clustering defaults changed
+    (here: the SIM+ seediness threshold of session 16) is not continued into a mix of frames
+    clustered two ways."""
+    out = tmp_path / "old_RES"
+    _kill_part_way(movie_tif, out, signal.SIGINT)
+    run_json = partial_folder(out) / "run.json"
+    run = json.loads(run_json.read_text())
+    assert run["fingerprint"]["clustering"]["seed_threshold"] == 0.4
+    run["fingerprint"]["clustering"]["seed_threshold"] = 0.5
+    run_json.write_text(json.dumps(run))
+    resumed = subprocess.run(_cmd(movie_tif, out, "--resume"), env=ENV, capture_output=True,
+                             text=True)  # fmt: skip
+    assert resumed.returncode == 2
+    (error,) = [line for line in resumed.stderr.splitlines() if "other clustering" in line]
+    assert "start again without resuming" in error  # one line, which says what to do
+    assert _frames_done(out) >= 3  # the finished frames are kept

@@ -302,6 +302,7 @@ def partial_folder(out: str | Path) -> Path:
 def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
     """The run's checkpoint, with a fingerprint of everything that decides its result."""
     from .engine.checkpoint import RunCheckpoint, model_digest, movie_digest
+    from .engine.pipeline import default_cluster_params
 
     card = loaded.card
     fingerprint = {
@@ -315,6 +316,9 @@ def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
     }
     if card.smooth_sigma:  # absent when off: runs started before the field existed resume
         fingerprint["smooth_sigma"] = card.smooth_sigma
+    # the clustering decides the finished frames (and, with dim-cell rims, what they keep):
+    # a run whose card thresholds or defaults changed since does not resume into a mix
+    fingerprint["clustering"] = dataclasses.asdict(default_cluster_params(card))
     return RunCheckpoint(partial_folder(out), fingerprint)
 
 
