@@ -114,6 +114,8 @@ VARIANTS["session 15 default"] = VARIANTS["breaks joined, daughters balanced 0.2
 VARIANTS["default"] = {**VARIANTS["session 15 default"], "grow_dim": 0.65}  # what models ship with
 # session 16: new movies' masks were too small on dim cells (issue #13): a lower seediness
 # threshold takes in more of each cell; "grow" adds pixels next to a mask after the clean-up
+# ("shipped" is what shipped in session 16, the session-15 clean-up: the rows in
+# docs/models.md stay reproducible)
 for _v in (0.3, 0.35, 0.4, 0.45, 0.55, 0.6):
     VARIANTS[f"shipped, seediness {_v}"] = {**VARIANTS["session 15 default"], "seed_threshold": _v}
 for _v in (0.2, 0.3):
