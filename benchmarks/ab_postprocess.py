@@ -129,6 +129,9 @@ for _v in (0.55, 0.65, 0.75):
     VARIANTS[f"session 15 default, dim rims {_v}"] = {
         **VARIANTS["session 15 default"], "grow_dim": _v
     }  # fmt: skip
+# with the rims, a lower seediness threshold for GOWT1 (its card: 0.6) checked again
+for _v in (0.5, 0.55):
+    VARIANTS[f"default, seediness {_v}"] = {**VARIANTS["default"], "seed_threshold": _v}
 METRICS = (*ctc.TECHNICAL_METRICS, *ctc.LINEAGE_METRICS)
 
 
