@@ -33,6 +33,22 @@ def _frames(text: str | None) -> slice:
         ) from None
 
 
+def _cell_diameter(text: str) -> float | str:
+    from .engine.cellsize import parse_cell_diameter
+
+    try:
+        return parse_cell_diameter(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _default_cell_diameter(value: float | str | None) -> float | str:
+    """``--cell-diameter`` as given, else the default of the CLI and the widget."""
+    from .engine.cellsize import DEFAULT
+
+    return DEFAULT if value is None else value
+
+
 def _window(frames: slice | None) -> tuple[int, int] | None:
     if frames is None:
         return None
@@ -150,6 +166,7 @@ def run_predict(
     scheduler=None,
     chunk_frames: int | None = None,
     smooth_sigma: float | None = None,
+    cell_diameter: float | str | None = None,
 ) -> PredictResult:
     """Predict CTC results for a movie (CTC sequence folder, TIFF stack, zarr / OME-Zarr).
 
@@ -161,7 +178,10 @@ def run_predict(
 
     ``model``: a name, a model folder or a loaded model. ``tta=None`` uses the model card's
     default, and ``smooth_sigma=None`` the card's Gaussian pre-filter (a number replaces it
-    for this run). ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`).
+    for this run). ``cell_diameter``: the movie's cells' diameter in pixels, ``"auto"``
+    (estimated from a few frames, :mod:`.engine.cellsize`; what ``embedtrack predict`` does
+    by default) or ``None`` / ``"model"`` (the model as trained); the model is set to the
+    cells' size for this run. ``axes``: the TIFF stack's axes (see :func:`ctc.read_movie`).
     ``save_embeddings``: a zarr store folder for the network outputs (float16, written frame by
     frame; a path ending in ``.npz`` gets the ``.npz`` of
     :func:`~.engine.predict.save_outputs` instead, exported from the store at the end).
@@ -173,6 +193,7 @@ def run_predict(
     clustering run there, ``chunk_frames`` frames per task, into a store in the partial
     folder (which, like the movie, must be on a filesystem the workers share); linking, the
     clean-up and the writing run here (:mod:`.engine.distributed`). Not with ``resume``."""
+    from .engine.checkpoint import RunCheckpoint
     from .engine.modelfile import LoadedModel, load_model
     from .engine.pipeline import check_memory, check_movie, scan_movie, track_frames
     from .engine.predict import resolve_device
@@ -216,13 +237,14 @@ def run_predict(
             f"{input_path}: every pixel of the {n} frame(s) is {_number(low)}; expected a "
             "movie with contrast (a constant image holds no cell)"
         )
-    checkpoint = _checkpoint(input_path, movie, loaded, out, frames, tta, axes)
-    if checkpoint.exists() and not resume and not overwrite and checkpoint.frames_done():
+    left = RunCheckpoint(partial_folder(out), {})  # refused before measuring the cells
+    if left.exists() and not resume and not overwrite and left.frames_done():
         raise FileExistsError(
-            f"{out}: an interrupted run left {checkpoint.frames_done()} finished frame(s) "
-            f"in {checkpoint.folder}; add --resume to continue it, or --overwrite to start "
-            "again"
+            f"{out}: an interrupted run left {left.frames_done()} finished frame(s) "
+            f"in {left.folder}; add --resume to continue it, or --overwrite to start again"
         )
+    loaded, diameter = _fit_to_cells(input_path, movie, loaded, cell_diameter, dev, warn)
+    checkpoint = _checkpoint(input_path, movie, loaded, out, frames, tta, axes, diameter)
     if resume and not checkpoint.exists():
         warn(f"{out}: no interrupted run to resume ({checkpoint.folder}); starting at frame 0")
         resume = False
@@ -299,7 +321,29 @@ def partial_folder(out: str | Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
+def _fit_to_cells(input_path, movie, loaded, cell_diameter, device, warn):
+    """The model set to the movie's cells (``run_predict``'s ``cell_diameter``), and the
+    diameter it was set to (None: the model as trained)."""
+    from .engine.cellsize import AUTO, fit_model, parse_cell_diameter
+    from .engine.progress import run
+
+    if cell_diameter is None:
+        return loaded, None
+    setting = parse_cell_diameter(cell_diameter)
+    fitted = run(fit_model(movie, loaded, setting, device=device))
+    if fitted is loaded:
+        return loaded, None
+    d, own = fitted.card.cell_diameter, loaded.card.cell_diameter
+    if setting == AUTO:
+        warn(
+            f"{input_path}: cells are about {d:.0f} px across, model {loaded.card.name!r} was "
+            f"trained on {own:.0f} px: frames are resized by {own / d:.3g} for the network "
+            "(--cell-diameter model: as trained; --cell-diameter PX: another size)"
+        )
+    return fitted, d
+
+
+def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes, diameter=None):
     """The run's checkpoint, with a fingerprint of everything that decides its result."""
     from .engine.checkpoint import RunCheckpoint, model_digest, movie_digest
     from .engine.pipeline import default_cluster_params
@@ -316,6 +360,8 @@ def _checkpoint(input_path, movie, loaded, out, frames: slice, tta, axes):
     }
     if card.smooth_sigma:  # absent when off: runs started before the field existed resume
         fingerprint["smooth_sigma"] = card.smooth_sigma
+    if diameter is not None:  # the model set to other cells: absent when as trained
+        fingerprint["cell_diameter"] = round(diameter, 3)
     # the clustering decides the finished frames (and, with dim-cell rims, what they keep):
     # a run whose card thresholds or defaults changed since does not resume into a mix
     fingerprint["clustering"] = dataclasses.asdict(default_cluster_params(card))
@@ -753,6 +799,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Gaussian pre-filter of each frame, SD in the network's pixels (0: off); default: "
         "the model card's (it helps on dim, noisy movies; docs/models.md)",
     )
+    pr.add_argument(
+        "--cell-diameter",
+        type=_cell_diameter,
+        default=None,
+        metavar="PX|auto|model",
+        help="the movie's typical cell diameter in pixels; the model is set to it (frames "
+        "resized for the network), for movies filmed at another magnification than its "
+        "training movie. auto (default): estimated from three frames (nothing changes when "
+        "the cells are of the model's size); model: the model as trained",
+    )
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     pr.add_argument(
         "--frames",
@@ -983,6 +1039,7 @@ def _predict_main(args: argparse.Namespace) -> int:
         "warn": warn,
         "resume": args.resume,
         "smooth_sigma": args.smooth,
+        "cell_diameter": _default_cell_diameter(args.cell_diameter),
     }
     if args.chunk_frames is not None and not args.scheduler:
         raise ValueError("--chunk-frames needs --scheduler (frames per task on the cluster)")

@@ -317,3 +317,32 @@ def test_smoothing_defaults_to_the_card_and_reaches_the_network(qtbot, setup, ti
         np.testing.assert_allclose(seen[sigma], engine(sigma), atol=2e-3)
     assert np.abs(seen[1.5] - seen[0.0]).max() > 0.01  # the box changed what the network saw
     assert load_model(smooth_model).card.smooth_sigma == 1.5  # the card itself is unchanged
+
+
+def test_cell_diameter_sets_the_model_to_the_movies_cells(qtbot, setup):
+    """Cell diameter "auto" (the default): on the bundled GOWT1 clip at half its size (cells
+    ~28 px, the model's ~60) the run sets the model to the cells it measures, and the
+    minimum size follows; a typed diameter is used as it is."""
+    from skimage.transform import resize
+
+    from napari_embedtrack.engine.modelfile import SHIPPED_DIR
+    from napari_embedtrack.io import ctc
+
+    clip = SHIPPED_DIR.parent / "data/gowt1_clip/01"
+    frames = ctc.read_movie(clip)[:3].astype(np.float32)
+    small = np.stack([resize(f, (256, 256), anti_aliasing=True, preserve_range=True)
+                      for f in frames])  # fmt: skip
+    _, widget, _ = setup(image=small)
+    widget._model.value = (SHIPPED_DIR / "Fluo-N2DH-GOWT1").resolve()
+    assert widget._diameter.value == 0 and widget._diameter.native.text() == "auto"
+    trained_min = widget._min_size.value
+    record = run(qtbot, widget)
+    assert record.cell_diameter is not None and 25 < record.cell_diameter < 38
+    assert record.model_cell_diameter == pytest.approx(60.2, abs=0.1)
+    assert record.card.scale == pytest.approx(60.2 / record.cell_diameter, rel=0.01)
+    assert record.params.min_size < trained_min / 2
+    assert widget._min_size.value == record.params.min_size  # the box shows what was used
+    assert "cells ~" in widget._status.value and "trained on 60 px" in widget._status.value
+    widget._diameter.value = 40
+    record = run(qtbot, widget)
+    assert record.cell_diameter == pytest.approx(40, rel=0.01)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
+from ..engine.cellsize import fit_model
 from ..engine.checkpoint import RunCheckpoint
 from ..engine.cluster import ClusterParams
 from ..engine.modelfile import WEIGHTS, LoadedModel, ModelCard, load_model
@@ -65,6 +66,9 @@ class RunRecord:
         last_frame: index in the input layer of the last frame asked for (a cancelled run
             stops before it); None: the last frame done.
         run_dir: the temporary folder holding the outputs store (and lazy labels).
+        cell_diameter: the cells' diameter (px) the model was set to for this run, None when
+            it ran as trained (:mod:`~..engine.cellsize`).
+        model_cell_diameter: the diameter of the model's training cells (px; 0: unknown).
         labels_store: lazy labels aligned with the input layer (a zarr array, zeros outside
             the frames tracked), when the labels are not held in memory.
     """
@@ -83,6 +87,8 @@ class RunRecord:
     last_frame: int | None = None
     run_dir: Path | None = None
     labels_store: Any = None
+    cell_diameter: float | None = None
+    model_cell_diameter: float = 0.0
 
     @property
     def n_done(self) -> int:
@@ -129,6 +135,11 @@ class RunRecord:
         text = f"{frames}: {cells} {'cells' if self.is_2d else 'tracks'}"
         if not self.is_2d:
             text += f", {self.n_divisions} division(s)"
+        if self.cell_diameter is not None:
+            text += (
+                f"; cells ~{self.cell_diameter:.0f} px, the model set to them "
+                f"(trained on {self.model_cell_diameter:.0f} px)"
+            )
         if not self.complete:
             text += f" (cancelled: frames {self.first_frame}-"
             text += f"{self.first_frame + self.n_done - 1} only)"
@@ -186,6 +197,7 @@ class TrackingState:
         tta: bool,
         params: Callable[[ModelCard], ClusterParams],
         smooth_sigma: float | None = None,
+        cell_diameter: float | str | None = None,
         should_stop: Callable[[], bool],
     ) -> Generator[Progress, None, RunRecord]:
         """Run the network on ``movie`` (a (T, Y, X) slice of the input, or (Y, X); numpy,
@@ -193,13 +205,20 @@ class TrackingState:
 
         ``params`` maps the model's card to the clustering settings (so that the grid spacing
         always comes from the card). ``smooth_sigma`` replaces the card's Gaussian pre-filter
-        for this run (None: the card's). Runs in a worker thread; the caller stores the returned
+        for this run (None: the card's). ``cell_diameter``: the movie's cells' diameter
+        (px), ``"auto"`` (estimated from a few frames) or None (the model as trained), see
+        :func:`~..engine.cellsize.fit_model`; ``params`` then gets the card set to the
+        cells. Runs in a worker thread; the caller stores the returned
         record in :attr:`record` on the main thread (which removes the previous run's
         folder).
         """
         yield Progress(0, 0, "loading model", {"frame": -1})
-        model = self.model(model_path, device)
-        model = model.with_smooth_sigma(smooth_sigma)
+        trained = self.model(model_path, device).with_smooth_sigma(smooth_sigma)
+        yield Progress(0, 0, "measuring the cells", {"frame": -1})
+        model = yield from fit_model(
+            movie, trained, cell_diameter, device=device, should_stop=should_stop
+        )
+        fitted = model is not trained
         cluster_params = params(model.card)
         t = 1 if movie.ndim == 2 else int(movie.shape[0])
         y, x = (int(n) for n in movie.shape[-2:])
@@ -238,6 +257,8 @@ class TrackingState:
             last_frame=first_frame + t - 1,
             run_dir=run_dir,
             labels_store=lazy,
+            cell_diameter=model.card.cell_diameter if fitted else None,
+            model_cell_diameter=trained.card.cell_diameter,
         )
 
     def _finish(self, raw: RawTracks, run_dir: Path, first: int, n_frames: int, ndim: int):

@@ -33,6 +33,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
+from ..engine.cellsize import AUTO
 from ..engine.modelfile import ModelCard
 from ..engine.pipeline import default_cluster_params
 from ..engine.predict import MAX_SMOOTH_SIGMA
@@ -52,6 +53,8 @@ from ._worker import TaskRunner
 
 log = logging.getLogger(__name__)
 
+#: Largest cell diameter (px) the widget offers.
+MAX_CELL_DIAMETER = 5000.0
 #: Re-clustering starts this long after the last change of a threshold.
 RECLUSTER_DELAY_MS = 300
 
@@ -90,6 +93,10 @@ class TrackWidget(Container):
             "Gaussian pre-filter of each frame, SD in the network's pixels (0: off); "
             "the default is the model card's. It helps on dim, noisy movies"
         )
+        self._diameter = FloatSpinBox(
+            label="cell diameter (px)", min=0.0, max=MAX_CELL_DIAMETER, step=1.0, value=0.0
+        )
+        self._diameter.native.setSpecialValueText(AUTO)  # 0: estimated from the movie
         self._first = SpinBox(label="first frame", min=0, max=0)
         self._last = SpinBox(label="last frame", min=0, max=0)
         self._inspect = CheckBox(text="inspection layers (seediness, bandwidths, offsets)")
@@ -106,14 +113,15 @@ class TrackWidget(Container):
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
         self.extend([
             self._image, model_row, self._card, self._device, self._tta, self._smooth,
-            self._first, self._last, self._inspect, buttons, self._bar, self._status,
+            self._diameter, self._first, self._last, self._inspect, buttons, self._bar,
+            self._status,
             Label(value="<b>Re-cluster</b> (no network run)"),
             self._seed, self._score, self._min_size,
         ])  # fmt: skip
         self._inputs = [
             self._image, self._model, self._load, self._device, self._tta, self._smooth,
-            self._first, self._last, self._inspect, self._run, self._seed, self._score,
-            self._min_size,
+            self._diameter, self._first, self._last, self._inspect, self._run, self._seed,
+            self._score, self._min_size,
         ]  # fmt: skip
 
         self.runner = TaskRunner(self._bar, self._status, parent=self.native)
@@ -196,6 +204,15 @@ class TrackWidget(Container):
         self._min_size.value = params.min_size
         self._tta.value = card.tta  # the model's own defaults, as in the CLI
         self._smooth.value = card.smooth_sigma
+        self._diameter.value = 0.0  # auto, as in the CLI
+        trained_on = f"{card.cell_diameter:.0f} px" if card.cell_diameter else "unknown"
+        self._diameter.tooltip = (
+            "Typical cell diameter in the movie, pixels: the model is set to it (frames "
+            "resized for the network), for movies filmed at another magnification. auto: "
+            "estimated from three frames (nothing changes when the cells are of the model's "
+            f"size). This model's training cells: {trained_on}"
+        )
+        self._min_default = params.min_size
         self._blocked = blocked
 
     # ------------------------------------------------------------------ run / cancel
@@ -219,13 +236,17 @@ class TrackWidget(Container):
             return None
         is_2d = movie.ndim == 2
         seed, score, min_size = self._seed.value, self._score.value, self._min_size.value
+        # the minimum size as the program set it follows the model's card, and so the
+        # cells' size the model is set to; a size the user typed is kept as it is
+        own_min_size = min_size == self._min_default
 
         def params(card: ModelCard):
+            default = default_cluster_params(card)
             return dataclasses.replace(
-                default_cluster_params(card),
+                default,
                 seed_threshold=seed,
                 score_threshold=score,
-                min_size=min_size,
+                min_size=default.min_size if own_min_size else min_size,
             )
 
         gen = self.state.track(
@@ -237,6 +258,7 @@ class TrackWidget(Container):
             device=self._device.value,
             tta=self._tta.value,
             smooth_sigma=self._smooth.value,
+            cell_diameter=self._diameter.value or AUTO,
             params=params,
             should_stop=self._stop.is_set,
         )
@@ -295,6 +317,9 @@ class TrackWidget(Container):
 
     def _on_tracked(self, record: RunRecord) -> None:
         self.state.record = record
+        blocked, self._blocked = self._blocked, True  # the settings the run used
+        self._min_size.value = self._min_default = record.params.min_size
+        self._blocked = blocked
         self._show(record)
         self.session.ran(record.model_path)
         if not record.complete:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .model import ARCHITECTURE, EmbedTrackNet, build_model
-from .predict import check_scale, check_smooth_sigma
+from .predict import SCALE_RANGE, check_scale, check_smooth_sigma
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class ModelCard:
     description: str = ""
 
     @property
+    def cell_diameter(self) -> float:
+        """Diameter (movie pixels) of a disc of the median training cell's area
+        (``cell_size``); 0 when the card does not know it."""
+        return 2.0 * math.sqrt(self.cell_size / math.pi) if self.cell_size > 0 else 0.0
+
+    @property
     def pixel_spacing(self) -> float:
         """Size of one frame pixel on the network's grid (what clustering needs)."""
         return self.grid_spacing * self.scale
@@ -139,6 +146,47 @@ class LoadedModel:
         if sigma is None:
             return self
         card = dataclasses.replace(self.card, smooth_sigma=check_smooth_sigma(sigma))
+        return dataclasses.replace(self, card=card)
+
+    def with_cell_diameter(self, diameter: float | None) -> LoadedModel:
+        """This model for a movie whose cells are ``diameter`` pixels across (``None``: this
+        model as it is).
+
+        A movie filmed at another magnification than the training movie has cells of
+        another size in pixels, which the network (trained on one size, +-33 % by
+        augmentation) segments badly. The card's image ``scale`` is multiplied by
+        ``card.cell_diameter / diameter`` so that the network sees cells of its training
+        size, and the sizes the clustering and the clean-up use (``cell_size``,
+        ``min_size``, in movie pixels) are scaled to the movie's cells. The network is the
+        same and the card on disk untouched. ValueError when the card does not know its
+        cells' size or the scale would leave :data:`~.predict.SCALE_RANGE`.
+        """
+        if diameter is None:
+            return self
+        card = self.card
+        if isinstance(diameter, bool) or not isinstance(diameter, (int, float)):
+            raise ValueError(f"cell diameter must be a number of pixels, got {diameter!r}")
+        if not math.isfinite(diameter) or diameter <= 0:
+            raise ValueError(f"cell diameter must be a positive number of pixels, got {diameter!r}")
+        if card.cell_diameter <= 0:
+            raise ValueError(
+                f"model {card.name!r} does not know the size of its training cells "
+                "(its card has no cell_size), so it cannot be set to a cell diameter"
+            )
+        factor = card.cell_diameter / float(diameter)
+        lo, hi = SCALE_RANGE
+        if not lo <= card.scale * factor <= hi:
+            raise ValueError(
+                f"cell diameter {diameter:g} px is too far from model {card.name!r}'s "
+                f"{card.cell_diameter:.0f} px: the image scale would be "
+                f"{card.scale * factor:.3g}, outside [{lo:g}, {hi:g}]"
+            )
+        card = dataclasses.replace(
+            card,
+            scale=card.scale * factor,
+            cell_size=max(1, round(card.cell_size / factor**2)),
+            min_size=max(1, round(card.min_size / factor**2)),
+        )
         return dataclasses.replace(self, card=card)
 
 

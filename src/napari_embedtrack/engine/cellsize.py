@@ -1,0 +1,179 @@
+"""How large are a movie's cells? An estimate of their diameter from a model's own masks.
+
+A network trained on one movie segments cells of about its training size (+-33 % by scale
+augmentation); a movie filmed at another magnification has cells of another size in
+pixels, and there the masks fall apart (issue #13: GOWT1 01 shrunk to 0.7 / 0.5 / 0.35 of its
+size, SEG 0.75 / 0.68 / 0.33 with the GOWT1 model as shipped, 0.91-0.92 when it is told the
+cells' size; docs/models.md, "Movies at another magnification").
+:meth:`~.modelfile.LoadedModel.with_cell_diameter` rescales a model to a movie's cells;
+:func:`estimate_cell_diameter` finds their size when the user does not know it.
+
+The estimate runs the network and the clustering (no linking, no clean-up) on a few frames
+spread over the movie and takes the median area of the masks as a disc's. A model at the
+wrong scale merges small cells and breaks large ones, so the first figure is biased towards
+the model's own size; the model is then set to that figure and the frames are segmented
+again, until the masks are of the size the model was set to, within :data:`TOLERANCE`
+(usually two or three rounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+
+import numpy as np
+
+from .cluster import cluster
+from .modelfile import LoadedModel
+from .progress import Progress
+
+#: Frames the estimate looks at (spread evenly over the movie).
+FRAMES = 3
+#: Rounds stop when two estimates differ by less than this fraction.
+TOLERANCE = 0.1
+MAX_ROUNDS = 4
+
+
+def mask_diameters(labels: np.ndarray) -> np.ndarray:
+    """Each mask's diameter as a disc of its area (pixels), cells cut by the frame's edge
+    left out unless every cell is."""
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel())
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    inner = np.ones(areas.size, bool)
+    inner[0] = False
+    inner[edge] = False
+    present = areas > 0
+    present[0] = False
+    keep = present & inner
+    if not keep.any():
+        keep = present
+    return 2.0 * np.sqrt(areas[keep] / math.pi)
+
+
+def estimate_cell_diameter(
+    movie,
+    model: LoadedModel,
+    *,
+    frames: int = FRAMES,
+    device: str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, float | None]:
+    """The median cell diameter (pixels) of ``movie`` ((T, Y, X) or (Y, X), any array read
+    one frame at a time) as ``model`` segments it, refined until the model is set to it.
+
+    Yields :class:`Progress` per frame segmented; returns the diameter the model, set to it
+    (:meth:`~.modelfile.LoadedModel.with_cell_diameter`), finds again within
+    :data:`TOLERANCE` (the model's own ``card.cell_diameter`` when the movie's cells are of
+    its size), or ``None`` if no cell is found in the frames looked at, or when stopped
+    (``should_stop``). The card's pre-filter, thresholds and minimum size are used; no TTA.
+    ValueError if the card does not know its cells' size.
+    """
+    from .pipeline import default_cluster_params
+    from .predict import iter_outputs
+
+    if model.card.cell_diameter <= 0:
+        raise ValueError(
+            f"model {model.card.name!r} does not know the size of its training cells "
+            "(its card has no cell_size), so it cannot estimate the movie's"
+        )
+    movie = movie if np.ndim(movie) == 3 else np.asarray(movie)[None]
+    n = int(movie.shape[0])
+    picks = sorted({round(i) for i in np.linspace(0, n - 1, min(frames, n))})
+    sample = np.stack([np.asarray(movie[t], dtype=np.float32) for t in picks])
+    total = len(picks) * MAX_ROUNDS
+    diameter = model.card.cell_diameter  # the model as it is
+    done = 0
+    for round_ in range(MAX_ROUNDS):
+        m = model.with_cell_diameter(diameter)
+        params = default_cluster_params(m.card)
+        sizes = []
+        # the frames as one short movie: the masks of a frame do not depend on the frame
+        # before it (only the tracking offsets do, which are not used here)
+        outputs = iter_outputs(m.net, sample, **m.card.input_kwargs, tta=False, device=device)
+        for t, out in zip(picks, outputs, strict=True):
+            if should_stop is not None and should_stop():
+                outputs.close()
+                return None
+            labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
+            sizes.append(mask_diameters(labels))
+            done += 1
+            yield Progress(done, total, f"cell size: round {round_ + 1}, frame {t}")
+        found = np.concatenate(sizes)
+        if found.size == 0:
+            return None
+        new = float(np.median(found))
+        if abs(new / diameter - 1.0) < TOLERANCE:
+            return diameter  # the model set to this size finds cells of this size
+        try:
+            model.with_cell_diameter(new)
+        except ValueError:  # beyond the scales the model can be set to: the last one
+            return diameter
+        diameter = new
+    return diameter
+
+
+#: ``cell_diameter`` settings besides a number of pixels: estimate it from the movie
+#: (:func:`estimate_cell_diameter`), or use the model as trained.
+AUTO = "auto"
+MODEL = "model"
+#: The default of ``embedtrack predict`` and of the track widget: on a movie whose cells
+#: are of the model's size (every training movie and its dim copies) the estimate is the
+#: model's own size in one round, so nothing changes; elsewhere the model is set to the
+#: movie's cells.
+DEFAULT = AUTO
+
+
+def parse_cell_diameter(value) -> float | str:
+    """A ``cell_diameter`` setting: :data:`AUTO`, :data:`MODEL` or a positive number of
+    pixels (numbers may come as text, as from the command line); ValueError otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in (AUTO, MODEL):
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+    if not ok:
+        raise ValueError(
+            f"cell diameter must be a positive number of pixels, {AUTO!r} or {MODEL!r}, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def fit_model(
+    movie,
+    model: LoadedModel,
+    cell_diameter: float | str | None = DEFAULT,
+    *,
+    device: str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, LoadedModel]:
+    """``model`` set to ``movie``'s cells: ``cell_diameter`` pixels across, or
+    :data:`AUTO` (estimated; the model as it is when its card does not know its cells' size
+    or no cell is found), or :data:`MODEL` / ``None`` (the model as it is). The model
+    itself when the diameter is its own; else a copy whose ``card.cell_diameter`` is the
+    diameter used."""
+    setting = MODEL if cell_diameter is None else parse_cell_diameter(cell_diameter)
+    if setting == MODEL:
+        return model
+    if setting == AUTO:
+        if model.card.cell_diameter <= 0:
+            return model
+        found = yield from estimate_cell_diameter(
+            movie, model, device=device, should_stop=should_stop
+        )
+        if found is None:
+            return model
+        setting = found
+    if setting == model.card.cell_diameter:
+        return model
+    return model.with_cell_diameter(setting)
