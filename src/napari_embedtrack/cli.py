@@ -721,6 +721,8 @@ def run_models() -> list[dict]:
             scores = ", ".join(f"{k} {ctc[k]:.3f}" for k in ("SEG", "DET", "TRA") if k in ctc)
             text += f"; CTC {scores} ({ctc.get('settings', '')})"
         text += _proxy_text(v.get("proxies"))
+        d = m.card.cell_diameter
+        cells = f"cells {d:.0f} px across" if d else "cell size unknown"
         rows.append(
             {
                 "name": m.name,
@@ -728,7 +730,7 @@ def run_models() -> list[dict]:
                 "trained on": ", ".join(m.card.training.get("data", [])) or "?",
                 "validation": text,
                 "defaults": f"TTA {'on' if m.card.tta else 'off'}, "
-                f"smoothing {m.card.smooth_sigma:g} px",
+                f"smoothing {m.card.smooth_sigma:g} px, {cells}",
                 "path": str(m.path),
             }
         )
