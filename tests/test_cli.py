@@ -96,6 +96,9 @@ def test_predict_tiff_stack_odd_size_frames_and_embeddings(tiny_model_dir, tmp_p
     assert outputs[0].offsets.shape == (2, 61, 59)
 
 
+PREDICT = ["predict", "{movie}", "--model", "{model}", "--out", "{out}"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -113,6 +116,27 @@ def test_predict_tiff_stack_odd_size_frames_and_embeddings(tiny_model_dir, tmp_p
         (
             ["predict", "{movie}", "--model", "{model}", "--out", "{out}", "--smooth", "-1"],
             "smooth_sigma must be a number in [0, 8]",
+        ),
+        (
+            [*PREDICT, "--cell-diameter", "-3"],
+            "cell diameter must be a positive number of pixels, 'auto' or 'model'",
+        ),
+        (
+            [*PREDICT, "--cell-diameter", "30"],
+            "does not know the size of its training cells",
+        ),
+        (
+            [
+                "predict",
+                "{movie}",
+                "--model",
+                "Fluo-N2DH-GOWT1",
+                "--out",
+                "{out}",
+                "--cell-diameter",
+                "2",
+            ],
+            "cell diameter 2 px is too far from model 'Fluo-N2DH-GOWT1'",
         ),
     ],
 )

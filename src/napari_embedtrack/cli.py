@@ -33,20 +33,12 @@ def _frames(text: str | None) -> slice:
         ) from None
 
 
-def _cell_diameter(text: str) -> float | str:
-    from .engine.cellsize import parse_cell_diameter
+def _cell_diameter(value: str | None) -> float | str:
+    """``--cell-diameter`` checked (ValueError: a one-line message), else the default of
+    the CLI and the widget."""
+    from .engine.cellsize import DEFAULT, parse_cell_diameter
 
-    try:
-        return parse_cell_diameter(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _default_cell_diameter(value: float | str | None) -> float | str:
-    """``--cell-diameter`` as given, else the default of the CLI and the widget."""
-    from .engine.cellsize import DEFAULT
-
-    return DEFAULT if value is None else value
+    return DEFAULT if value is None else parse_cell_diameter(value)
 
 
 def _window(frames: slice | None) -> tuple[int, int] | None:
@@ -803,7 +795,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--cell-diameter",
-        type=_cell_diameter,
         default=None,
         metavar="PX|auto|model",
         help="the movie's typical cell diameter in pixels; the model is set to it (frames "
@@ -1041,7 +1032,7 @@ def _predict_main(args: argparse.Namespace) -> int:
         "warn": warn,
         "resume": args.resume,
         "smooth_sigma": args.smooth,
-        "cell_diameter": _default_cell_diameter(args.cell_diameter),
+        "cell_diameter": _cell_diameter(args.cell_diameter),
     }
     if args.chunk_frames is not None and not args.scheduler:
         raise ValueError("--chunk-frames needs --scheduler (frames per task on the cluster)")
