@@ -342,7 +342,7 @@ def test_cell_diameter_sets_the_model_to_the_movies_cells(qtbot, setup):
     assert record.card.scale == pytest.approx(60.2 / record.cell_diameter, rel=0.01)
     assert record.params.min_size < trained_min / 2
     assert widget._min_size.value == record.params.min_size  # the box shows what was used
-    assert "cells ~" in widget._status.value and "trained on 60 px" in widget._status.value
+    assert "cells ~" in widget._status.value and "(model: 60 px)" in widget._status.value
     widget._diameter.value = 40
     record = run(qtbot, widget)
     assert record.cell_diameter == pytest.approx(40, rel=0.01)

@@ -137,8 +137,7 @@ class RunRecord:
             text += f", {self.n_divisions} division(s)"
         if self.cell_diameter is not None:
             text += (
-                f"; cells ~{self.cell_diameter:.0f} px, the model set to them "
-                f"(trained on {self.model_cell_diameter:.0f} px)"
+                f"; cells ~{self.cell_diameter:.0f} px (model: {self.model_cell_diameter:.0f} px)"
             )
         if not self.complete:
             text += f" (cancelled: frames {self.first_frame}-"

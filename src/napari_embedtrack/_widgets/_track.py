@@ -104,6 +104,7 @@ class TrackWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._bar = ProgressBar(label="", value=0, min=0, max=1)
         self._status = Label(label="", value="")
+        self._status.native.setWordWrap(True)  # long summaries must not widen the dock
         self._seed = FloatSpinBox(label="seediness threshold", min=0.0, max=0.99, step=0.05)
         self._seed.tooltip = "Pixels with seediness above this value are foreground"
         self._score = FloatSpinBox(label="score threshold", min=0.01, max=0.99, step=0.05)
