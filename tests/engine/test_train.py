@@ -510,3 +510,33 @@ def test_prefetched_batches_are_the_samplers_own_and_errors_reach_the_loop(seque
 
     with pytest.raises(RuntimeError, match="bad crop"):
         next(_prefetch(Broken(), 2))
+
+
+def test_finetuning_on_smaller_cells_sets_the_scale_to_them(tmp_path):
+    """A starting model fine-tuned on cells of another size sees them at the size it was
+    trained on (as prediction's ``--cell-diameter`` sets it); the card keeps the new cells'
+    size, so prediction's estimate finds the model's own size on such a movie."""
+    movie = make_movie(n_frames=6, shape=(96, 96), n_cells=4, seed=4, radius=(9.0, 11.0))
+    seq = D.sequence_from_arrays("small cells", movie.image, movie.labels, movie.lineage)
+    cfg = TrainConfig.for_finetuning(
+        steps=1, val_every=1, val_window=(4, 6), device="cpu", amp=False, batch_size=1
+    )
+    out, _ = _run(train([seq], tmp_path / "ft", cfg, init="Fluo-N2DH-SIM+"))
+    card = read_card(out)
+    sim = load_model("Fluo-N2DH-SIM+").card
+    assert card.cell_diameter < sim.cell_diameter / 2  # the training masks' (~20 px)
+    assert card.scale == pytest.approx(sim.cell_diameter / card.cell_diameter, rel=0.02)
+
+
+def test_scale_for_cells():
+    from napari_embedtrack.engine.modelfile import ModelCard
+    from napari_embedtrack.engine.predict import SCALE_RANGE
+    from napari_embedtrack.engine.train import _scale_for_cells
+
+    card = ModelCard(cell_size=1000, scale=0.5)
+    assert _scale_for_cells(card, np.array([1000, 1100, 950])) == 0.5  # within 10 %: kept
+    assert _scale_for_cells(card, np.array([250, 250])) == pytest.approx(1.0)  # half across
+    assert _scale_for_cells(card, np.array([4000])) == pytest.approx(0.25)
+    assert _scale_for_cells(card, np.zeros(0)) == 0.5  # no masks
+    assert _scale_for_cells(ModelCard(cell_size=0), np.array([250])) == 1.0  # size unknown
+    assert _scale_for_cells(card, np.array([1])) == SCALE_RANGE[1]  # at most the largest

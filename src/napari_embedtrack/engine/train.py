@@ -33,7 +33,14 @@ from .model import build_model
 from .modelfile import ModelCard, load_model, save_model
 from .pipeline import default_cluster_params
 from .postprocess import add_dim_rims, finish_tracks, seediness_u8
-from .predict import _Background, auto_amp, check_scale, iter_outputs, resolve_device
+from .predict import (
+    SCALE_RANGE,
+    _Background,
+    auto_amp,
+    check_scale,
+    iter_outputs,
+    resolve_device,
+)
 from .progress import Progress
 from .proxy import restyle_movie
 
@@ -54,8 +61,10 @@ class TrainConfig:
         batch_size: pairs per step.
         crop_size: crop edge (px); also the model's tile size at inference.
         scale: image scale the model works at (frames are resized by it for training and
-            prediction; 0.5 suits cells of ~100 px and more). None: 1.0 for a new model, the
-            initial model's scale when fine-tuning.
+            prediction; 0.5 suits cells of ~100 px and more). None: 1.0 for a new model;
+            when fine-tuning, the initial model's scale, set (as prediction's
+            ``--cell-diameter`` does) so that it sees the training masks' cells at the size
+            it was trained on when they differ from it by 10 % or more.
         lr: peak learning rate of the one-cycle schedule (Adam).
         weight_decay: Adam weight decay.
         val_fraction: tail fraction of each sequence's frames held out for validation.
@@ -264,6 +273,29 @@ def _mask_sizes(sequences: list[D.TrainingSequence]) -> np.ndarray:
     return np.concatenate(sizes) if sizes else np.zeros(0)
 
 
+def _scale_for_cells(card: ModelCard, sizes: np.ndarray) -> float:
+    """The image scale at which a starting model (``card``) sees the training masks'
+    cells (``sizes``: their areas) at the size it was trained on: its own scale when they
+    are within :data:`~.cellsize.TOLERANCE` of that size, or it does not know it, or there
+    are no masks; else scaled as :meth:`~.modelfile.LoadedModel.with_cell_diameter` does
+    for prediction (a model fine-tuned on a movie filmed at another magnification)."""
+    from .cellsize import TOLERANCE
+
+    own = card.cell_diameter
+    if own <= 0 or sizes.size == 0:
+        return card.scale
+    diameter = 2.0 * math.sqrt(float(np.median(sizes)) / math.pi)
+    if abs(diameter / own - 1.0) < TOLERANCE:
+        return card.scale
+    lo, hi = SCALE_RANGE
+    scale = min(max(card.scale * own / diameter, lo), hi)
+    log.info(
+        "training cells are ~%.0f px across, the starting model's %.0f px: training at "
+        "image scale %.3g (was %.3g)", diameter, own, scale, card.scale
+    )  # fmt: skip
+    return scale
+
+
 def _min_size(sequences: list[D.TrainingSequence]) -> int:
     """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
     allv = _mask_sizes(sequences)
@@ -457,6 +489,8 @@ def train(
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
     if scale is not None:
         card.scale = scale
+    elif init is not None:  # the starting model sees cells of the size it was trained on
+        card.scale = _scale_for_cells(card, _mask_sizes(sequences))
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
     if init is None or any(s.seg_frames for s in sequences):
