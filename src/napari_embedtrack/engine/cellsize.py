@@ -2,9 +2,10 @@
 
 A network trained on one movie segments cells of about its training size (+-33 % by scale
 augmentation); a movie filmed at another magnification has cells of another size in
-pixels, and there the masks fall apart (issue #13: GOWT1 01 shrunk to 0.7 / 0.5 / 0.35 of its
-size, SEG 0.75 / 0.68 / 0.33 with the GOWT1 model as shipped, 0.91-0.92 when it is told the
-cells' size; docs/models.md, "Movies at another magnification").
+pixels, and there the masks fall apart (issue #13: GOWT1 01 frames 30-47 shrunk to 0.7 /
+0.5 / 0.35 of its size, SEG 0.75 / 0.68 / 0.33 with the GOWT1 model as shipped, 0.91 when
+it is set to the truth's cell size, 0.90-0.91 set to this estimate; docs/models.md,
+"Movies at another magnification").
 :meth:`~.modelfile.LoadedModel.with_cell_diameter` rescales a model to a movie's cells;
 :func:`estimate_cell_diameter` finds their size when the user does not know it.
 
@@ -29,7 +30,9 @@ from .progress import Progress
 
 #: Frames the estimate looks at (spread evenly over the movie).
 FRAMES = 3
-#: Rounds stop when two estimates differ by less than this fraction.
+#: Rounds stop when the masks' size is within this fraction of the size the model was set
+#: to. On the training movies and their dim copies the first round is within 2.5 % of the
+#: model's own size (MSC's dimmed copy 8 %), so a movie of the model's size is left alone.
 TOLERANCE = 0.1
 MAX_ROUNDS = 4
 
