@@ -121,13 +121,15 @@ def test_mask_diameters_are_discs_and_leave_out_cells_cut_by_the_edge():
     assert mask_diameters(np.zeros((10, 10), np.uint32)).size == 0
 
 
-def test_the_estimate_on_a_movie_of_the_models_size_is_its_own(gowt1):
-    movie = ctc.read_movie(CLIP / "01")
+def test_the_estimate_on_a_movie_of_the_models_size_is_its_own():
+    # the bundled SIM+ clip (frames of SIM+ 01): its cells are the SIM+ model's size
+    sim = load_model("Fluo-N2DH-SIM+", device="cpu")
+    movie = ctc.read_movie(CLIP.parent / "sim_clip/01")
     steps = []
-    d = run(estimate_cell_diameter(movie, gowt1), steps.append)
-    assert d == gowt1.card.cell_diameter
+    d = run(estimate_cell_diameter(movie, sim), steps.append)
+    assert d == sim.card.cell_diameter
     assert len(steps) == 3  # one round of three frames
-    assert run(fit_model(movie, gowt1, AUTO)) is gowt1
+    assert run(fit_model(movie, sim, AUTO)) is sim
 
 
 def test_the_estimate_finds_smaller_cells(gowt1, half_clip):

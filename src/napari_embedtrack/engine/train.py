@@ -64,7 +64,7 @@ class TrainConfig:
             prediction; 0.5 suits cells of ~100 px and more). None: 1.0 for a new model;
             when fine-tuning, the initial model's scale, set (as prediction's
             ``--cell-diameter`` does) so that it sees the training masks' cells at the size
-            it was trained on when they differ from it by 10 % or more.
+            it was trained on when they are 5 % smaller or 10 % larger or more.
         lr: peak learning rate of the one-cycle schedule (Adam).
         weight_decay: Adam weight decay.
         val_fraction: tail fraction of each sequence's frames held out for validation.
@@ -276,16 +276,16 @@ def _mask_sizes(sequences: list[D.TrainingSequence]) -> np.ndarray:
 def _scale_for_cells(card: ModelCard, sizes: np.ndarray) -> float:
     """The image scale at which a starting model (``card``) sees the training masks'
     cells (``sizes``: their areas) at the size it was trained on: its own scale when they
-    are within :data:`~.cellsize.TOLERANCE` of that size, or it does not know it, or there
+    are of that size within :data:`~.cellsize.TOLERANCE`, or it does not know it, or there
     are no masks; else scaled as :meth:`~.modelfile.LoadedModel.with_cell_diameter` does
     for prediction (a model fine-tuned on a movie filmed at another magnification)."""
-    from .cellsize import TOLERANCE
+    from .cellsize import within_tolerance
 
     own = card.cell_diameter
     if own <= 0 or sizes.size == 0:
         return card.scale
     diameter = 2.0 * math.sqrt(float(np.median(sizes)) / math.pi)
-    if abs(diameter / own - 1.0) < TOLERANCE:
+    if within_tolerance(diameter, own):
         return card.scale
     lo, hi = SCALE_RANGE
     scale = min(max(card.scale * own / diameter, lo), hi)
