@@ -155,3 +155,17 @@ def test_tracking_a_smaller_movie_set_to_its_cells_is_better(half_clip, tmp_path
     assert scores[MODEL]["SEG"] < 0.76
     assert scores[AUTO]["SEG"] > scores[MODEL]["SEG"] + 0.08
     assert scores[AUTO]["TRA"] > 0.95
+
+
+def test_too_few_cells_leave_the_model_as_it_is(monkeypatch):
+    """One synthetic cell (and its daughters) of ~20 px in three frames: fewer masks than
+    MIN_CELLS, which say too little (without the guard: ~15 px); the model's own size."""
+    from napari_embedtrack.engine import cellsize
+    from napari_embedtrack.synthetic import make_movie
+
+    sim = load_model("Fluo-N2DH-SIM+", device="cpu")
+    movie = make_movie(n_frames=3, shape=(160, 160), n_cells=1, seed=5, radius=(9.0, 11.0))
+    assert run(estimate_cell_diameter(movie.image, sim)) == sim.card.cell_diameter
+    assert run(fit_model(movie.image, sim, AUTO)) is sim
+    monkeypatch.setattr(cellsize, "MIN_CELLS", 0)
+    assert run(estimate_cell_diameter(movie.image, sim)) < sim.card.cell_diameter / 2

@@ -47,6 +47,9 @@ def within_tolerance(found: float, diameter: float) -> bool:
 
 
 MAX_ROUNDS = 4
+#: Fewer masks than this in the frames looked at say too little about the cells' size: the
+#: estimate stays at the size the model was set to (its own in the first round).
+MIN_CELLS = 5
 
 
 def mask_diameters(labels: np.ndarray) -> np.ndarray:
@@ -80,9 +83,10 @@ def estimate_cell_diameter(
     Yields :class:`Progress` per frame segmented; returns the diameter the model, set to it
     (:meth:`~.modelfile.LoadedModel.with_cell_diameter`), finds again within
     :data:`TOLERANCE` (the model's own ``card.cell_diameter`` when the movie's cells are of
-    its size), or ``None`` if no cell is found in the frames looked at, or when stopped
-    (``should_stop``). The card's pre-filter, thresholds and minimum size are used; no TTA.
-    ValueError if the card does not know its cells' size.
+    its size; also when fewer than :data:`MIN_CELLS` masks are found), or ``None`` if no
+    cell is found in the frames looked at, or when stopped (``should_stop``). The card's
+    pre-filter, thresholds and minimum size are used; no TTA. ValueError if the card does
+    not know its cells' size.
     """
     from .pipeline import default_cluster_params
     from .predict import iter_outputs
@@ -115,8 +119,10 @@ def estimate_cell_diameter(
             done += 1
             yield Progress(done, total, f"cell size: round {round_ + 1}, frame {t}")
         found = np.concatenate(sizes)
-        if found.size == 0:
+        if found.size == 0 and round_ == 0:
             return None
+        if found.size < MIN_CELLS:
+            return diameter
         new = float(np.median(found))
         if within_tolerance(new, diameter):
             return diameter  # the model set to this size finds cells of this size
