@@ -292,13 +292,15 @@ def test_batch_glob_reports_a_failed_movie_and_runs_the_others(
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     table = captured.out.strip().splitlines()
-    assert table[0].split()[:5] == ["movie", "status", "frames", "tracks", "seconds"]
+    assert table[0].split()[:7] == ["movie", "status", "frames", "tracks", "cells", "px",
+                                    "seconds"]  # fmt: skip
     rows = {line.split()[0]: line for line in table[1:-1]}
     assert len(rows) == 4
     assert rows[str(data / "bad.tif")].split()[1] == "failed"
     assert "frame 1 contains NaN" in rows[str(data / "bad.tif")]
-    for movie in ("a/01", "b/01", "c.tif"):
-        assert rows[str(data / movie)].split()[1:3] == ["ok", "3"]
+    for movie in ("a/01", "b/01", "c.tif"):  # the tiny model does not know its cells' size
+        row = rows[str(data / movie)].split()
+        assert row[1:3] == ["ok", "3"] and row[4] == "model"
     assert table[-1] == "3 of 4 movie(s) tracked, 1 failed"
     assert sorted(p.name for p in out.iterdir()) == ["a_01_RES", "b_01_RES", "c_RES"]
     for name in ("a_01_RES", "b_01_RES", "c_RES"):
@@ -383,3 +385,15 @@ def test_train_workers_and_schedule_options_reach_the_config():
     assert (cfg.workers, cfg.schedule) == (3, "time")
     cfg = train_config(parse(["train", "d", "--out", "m"]))
     assert (cfg.workers, cfg.schedule) == (None, "steps")  # defaults: the device decides
+
+
+def test_batch_summary_gives_the_cells_size_the_model_was_set_to(tmp_path):
+    from napari_embedtrack.cli import BatchRow, format_summary
+
+    rows = [
+        BatchRow(tmp_path / "a", tmp_path / "a_RES", "ok", 5, 7, 1.0, "", 33.4),
+        BatchRow(tmp_path / "b", tmp_path / "b_RES", "ok", 5, 6, 1.0),
+        BatchRow(tmp_path / "c", tmp_path / "c_RES", "failed", message="bad"),
+    ]
+    lines = format_summary(rows).splitlines()
+    assert [line.split()[4] for line in lines[1:4]] == ["33", "model", "-"]

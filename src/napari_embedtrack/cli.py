@@ -126,6 +126,8 @@ class PredictResult:
         lineage: (N, 4) the lineage written (res_track.txt).
         complete: False if the run was stopped before the last frame.
         embeddings: where the network outputs went (None if not asked).
+        cell_diameter: the cells' diameter (px) the model was set to, None when it ran as
+            trained.
     """
 
     out: Path
@@ -133,6 +135,7 @@ class PredictResult:
     lineage: object
     complete: bool = True
     embeddings: Path | None = None
+    cell_diameter: float | None = None
 
 
 _RESUME_DISTRIBUTED = (
@@ -275,7 +278,7 @@ def run_predict(
             out, finisher.frames, lineage, shape, ndigits=ndigits, overwrite=overwrite
         )
         checkpoint.remove()
-        return PredictResult(out, raw.n_frames, written, raw.complete)
+        return PredictResult(out, raw.n_frames, written, raw.complete, None, diameter)
     # embeddings moved (or exported) beside their target first, renamed once the results are
     # in place: a half-written store never has the name, and a failed run leaves neither
     emb.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +302,7 @@ def run_predict(
         else:
             tmp.unlink(missing_ok=True)
     checkpoint.remove()
-    return PredictResult(out, raw.n_frames, written, raw.complete, emb)
+    return PredictResult(out, raw.n_frames, written, raw.complete, emb, diameter)
 
 
 def _number(value: float) -> str:
@@ -453,6 +456,7 @@ class BatchRow:
     tracks: int | None = None
     seconds: float | None = None
     message: str = ""
+    cell_diameter: float | None = None
 
 
 def _one_line(err: BaseException) -> str:
@@ -530,6 +534,7 @@ def run_batch(
         else:
             row.status = "ok"
             row.frames, row.tracks = result.n_frames, len(result.lineage)
+            row.cell_diameter = result.cell_diameter
             del result
         row.seconds = time.perf_counter() - start
         if report is not None:
@@ -545,28 +550,36 @@ class BatchInterrupted(KeyboardInterrupt):
         self.rows = rows
 
 
+def _cells_column(row: BatchRow) -> str:
+    """The cells' diameter the model was set to ("model": as trained; "-": not tracked)."""
+    if row.frames is None:
+        return "-"
+    return "model" if row.cell_diameter is None else f"{row.cell_diameter:.0f}"
+
+
 def format_summary(rows: list[BatchRow]) -> str:
     """The batch summary table: one line per movie, then a total line."""
-    header = ("movie", "status", "frames", "tracks", "seconds", "result or error")
+    header = ("movie", "status", "frames", "tracks", "cells px", "seconds", "result or error")
     body = [
         (
             str(r.movie),
             r.status,
             "-" if r.frames is None else str(r.frames),
             "-" if r.tracks is None else str(r.tracks),
+            _cells_column(r),
             "-" if r.seconds is None else f"{r.seconds:.1f}",
             str(r.out) if r.status == "ok" else r.message,
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(5)]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(6)]
     lines = [
         "  ".join(
             [
                 c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line[:5], widths, strict=True))
+                for i, (c, w) in enumerate(zip(line[:6], widths, strict=True))
             ]
-            + [line[5]]
+            + [line[6]]
         ).rstrip()
         for line in [header, *body]
     ]
