@@ -136,7 +136,7 @@ PREDICT = ["predict", "{movie}", "--model", "{model}", "--out", "{out}"]
                 "--cell-diameter",
                 "2",
             ],
-            "cell diameter 2 px is too far from model 'Fluo-N2DH-GOWT1'",
+            "cell diameter 2 px is too far from the 60-px cells of model 'Fluo-N2DH-GOWT1'",
         ),
     ],
 )

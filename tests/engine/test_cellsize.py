@@ -82,7 +82,9 @@ def test_bad_diameters_are_refused(gowt1, bad):
 
 def test_a_diameter_too_far_from_the_models_is_refused(gowt1):
     too_small = gowt1.card.cell_diameter * gowt1.card.scale / SCALE_RANGE[1] / 2
-    with pytest.raises(ValueError, match=r"too far from model .* image scale would be"):
+    with pytest.raises(
+        ValueError, match=r"too far from the .*-px cells of model .* image scale would be"
+    ):
         gowt1.with_cell_diameter(too_small)
 
 

@@ -177,8 +177,8 @@ class LoadedModel:
         lo, hi = SCALE_RANGE
         if not lo <= card.scale * factor <= hi:
             raise ValueError(
-                f"cell diameter {diameter:g} px is too far from model {card.name!r}'s "
-                f"{card.cell_diameter:.0f} px: the image scale would be "
+                f"cell diameter {diameter:g} px is too far from the {card.cell_diameter:.0f}-px "
+                f"cells of model {card.name!r}: the image scale would be "
                 f"{card.scale * factor:.3g}, outside [{lo:g}, {hi:g}]"
             )
         card = dataclasses.replace(
