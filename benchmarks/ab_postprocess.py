@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from napari_embedtrack.engine.cluster import ClusterParams, grow
-from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.modelfile import disc_diameter, load_model
 from napari_embedtrack.engine.pipeline import default_cluster_params, retrack
 from napari_embedtrack.engine.predict import load_outputs
 from napari_embedtrack.engine.progress import run
@@ -153,7 +152,7 @@ def params_for(base: ClusterParams, cell_size: float, spec: dict) -> ClusterPara
     daughter = kw.pop("daughter_frac", None)
     gap = kw.pop("gap_frac", 0.0)
     small = kw.pop("small_frac", 0.0)
-    diameter = 2.0 * math.sqrt(cell_size / math.pi)
+    diameter = float(disc_diameter(cell_size))
     return replace(
         base,
         acceptance=kw.pop("acceptance", "proposal"),

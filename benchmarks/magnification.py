@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from skimage.transform import resize
 
 from napari_embedtrack.cli import run_predict
 from napari_embedtrack.engine.cellsize import AUTO, MODEL
-from napari_embedtrack.engine.modelfile import load_model
+from napari_embedtrack.engine.modelfile import disc_diameter, load_model
 from napari_embedtrack.io import ctc
 
 
@@ -64,14 +63,13 @@ def zoomed_copy(data: Path, seq: str, frames: slice, zoom: float, folder: Path) 
     rows = [[i, a, b, p if p in kept else 0] for i, a, b, p in rows]
     ctc.write_ground_truth(folder / "GT", tra, np.array(rows, np.int64).reshape(-1, 4), seg)
     tifffile.imwrite(folder / "movie.tif", np.stack([frame(f) for f in movie]).astype(np.float32))
-    areas = np.concatenate([np.bincount(m.ravel())[1:] for m in seg.values()])
-    return 2.0 * math.sqrt(float(np.median(areas[areas > 0])) / math.pi)
+    return median_diameter(seg.values())
 
 
-def median_diameter(res: Path) -> float:
-    labels, _ = ctc.read_results(res)
-    counts = np.concatenate([np.bincount(f.ravel())[1:] for f in labels])
-    return 2.0 * math.sqrt(float(np.median(counts[counts > 0])) / math.pi)
+def median_diameter(masks) -> float:
+    """Diameter (px) of a disc of the median area of the cells in ``masks`` (label images)."""
+    areas = np.concatenate([np.bincount(np.ravel(m))[1:] for m in masks])
+    return float(disc_diameter(np.median(areas[areas > 0])))
 
 
 def main() -> None:
@@ -102,7 +100,7 @@ def main() -> None:
                     **{k: s[k] if s[k] is None else round(s[k], 3) for k in keys},
                     "tracks": s["tracks"],
                     "gt_tracks": s["gt_tracks"],
-                    "result_diameter": round(median_diameter(out), 1),
+                    "result_diameter": round(median_diameter(ctc.read_results(out)[0]), 1),
                     "seconds": round(seconds, 1),
                     "note": said[0] if said else "",
                 }

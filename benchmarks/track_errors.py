@@ -13,7 +13,6 @@ applies the model's card clean-up (or ``--variant``, a name from ``ab_postproces
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -65,7 +64,7 @@ def main() -> None:
     gt = ctc.read_ground_truth(cache / "GT")
     truth_of = _best_truth(labels, gt.tra)
     table = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lineage}
-    diameter = 2 * math.sqrt(card.cell_size / math.pi)
+    diameter = card.cell_diameter
     kinds: Counter = Counter()
     gaps = []
     for pid, g in truth_of.items():

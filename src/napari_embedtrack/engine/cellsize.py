@@ -19,13 +19,12 @@ again, until the masks are of the size the model was set to, within :data:`TOLER
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
 
 import numpy as np
 
 from .cluster import cluster
-from .modelfile import LoadedModel
+from .modelfile import LoadedModel, check_cell_diameter, disc_diameter
 from .progress import Progress
 
 #: Frames the estimate looks at (spread evenly over the movie).
@@ -37,6 +36,10 @@ FRAMES = 3
 #: GOWT1 0.017 SEG, cells 12 % larger nothing (docs/models.md, "Movies at another
 #: magnification").
 TOLERANCE = (0.95, 1.1)
+MAX_ROUNDS = 4
+#: Fewer masks than this in the frames looked at say too little about the cells' size: the
+#: estimate stays at the size the model was set to (its own in the first round).
+MIN_CELLS = 5
 
 
 def within_tolerance(found: float, diameter: float) -> bool:
@@ -44,12 +47,6 @@ def within_tolerance(found: float, diameter: float) -> bool:
     to, within :data:`TOLERANCE`."""
     lo, hi = TOLERANCE
     return lo <= found / diameter < hi
-
-
-MAX_ROUNDS = 4
-#: Fewer masks than this in the frames looked at say too little about the cells' size: the
-#: estimate stays at the size the model was set to (its own in the first round).
-MIN_CELLS = 5
 
 
 def mask_diameters(labels: np.ndarray) -> np.ndarray:
@@ -66,7 +63,7 @@ def mask_diameters(labels: np.ndarray) -> np.ndarray:
     keep = present & inner
     if not keep.any():
         keep = present
-    return 2.0 * np.sqrt(areas[keep] / math.pi)
+    return disc_diameter(areas[keep])
 
 
 def estimate_cell_diameter(
@@ -156,18 +153,13 @@ def parse_cell_diameter(value) -> float | str:
             value = float(text)
         except ValueError:
             value = None
-    ok = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-    if not ok:
+    try:
+        return check_cell_diameter(value)
+    except ValueError:
         raise ValueError(
             f"cell diameter must be a positive number of pixels, {AUTO!r} or {MODEL!r}, "
             f"got {value!r}"
-        )
-    return float(value)
+        ) from None
 
 
 def fit_model(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -30,6 +31,25 @@ log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+def disc_diameter(area):
+    """Diameter of a disc of ``area`` (a number or an array of them): how cell sizes
+    (areas in pixels) are turned into diameters throughout."""
+    return 2.0 * np.sqrt(np.asarray(area, dtype=float) / math.pi)
+
+
+def check_cell_diameter(diameter) -> float:
+    """A cell diameter as a float; ValueError unless a positive, finite number of pixels."""
+    ok = (
+        isinstance(diameter, (int, float, np.number))
+        and not isinstance(diameter, bool)
+        and math.isfinite(diameter)
+        and diameter > 0
+    )
+    if not ok:
+        raise ValueError(f"cell diameter must be a positive number of pixels, got {diameter!r}")
+    return float(diameter)
 
 
 class ModelFileError(ValueError):
@@ -88,7 +108,7 @@ class ModelCard:
     def cell_diameter(self) -> float:
         """Diameter (movie pixels) of a disc of the median training cell's area
         (``cell_size``); 0 when the card does not know it."""
-        return 2.0 * math.sqrt(self.cell_size / math.pi) if self.cell_size > 0 else 0.0
+        return float(disc_diameter(self.cell_size)) if self.cell_size > 0 else 0.0
 
     @property
     def pixel_spacing(self) -> float:
@@ -164,16 +184,13 @@ class LoadedModel:
         if diameter is None:
             return self
         card = self.card
-        if isinstance(diameter, bool) or not isinstance(diameter, (int, float)):
-            raise ValueError(f"cell diameter must be a number of pixels, got {diameter!r}")
-        if not math.isfinite(diameter) or diameter <= 0:
-            raise ValueError(f"cell diameter must be a positive number of pixels, got {diameter!r}")
+        diameter = check_cell_diameter(diameter)
         if card.cell_diameter <= 0:
             raise ValueError(
                 f"model {card.name!r} does not know the size of its training cells "
                 "(its card has no cell_size), so it cannot be set to a cell diameter"
             )
-        factor = card.cell_diameter / float(diameter)
+        factor = card.cell_diameter / diameter
         lo, hi = SCALE_RANGE
         if not lo <= card.scale * factor <= hi:
             raise ValueError(

@@ -84,7 +84,7 @@ def default_cluster_params(card: ModelCard, **overrides) -> ClusterParams:
         "fragment_size": round(FRAGMENT_FRACTION * cell),
         "min_daughter_size": 0,
         "min_daughter_ratio": DAUGHTER_RATIO,
-        "gap_distance": GAP_DIAMETERS * 2.0 * math.sqrt(cell / math.pi),
+        "gap_distance": GAP_DIAMETERS * card.cell_diameter,
         "max_gap": MAX_GAP,
         "min_gap": MIN_GAP,
         "drop_single": card.drop_single,

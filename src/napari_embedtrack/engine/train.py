@@ -30,7 +30,7 @@ from .link import Linker
 from .losses import LossWeights, embedtrack_loss
 from .metrics import seg_score
 from .model import build_model
-from .modelfile import ModelCard, load_model, save_model
+from .modelfile import ModelCard, disc_diameter, load_model, save_model
 from .pipeline import default_cluster_params
 from .postprocess import add_dim_rims, finish_tracks, seediness_u8
 from .predict import (
@@ -284,7 +284,7 @@ def _scale_for_cells(card: ModelCard, sizes: np.ndarray) -> float:
     own = card.cell_diameter
     if own <= 0 or sizes.size == 0:
         return card.scale
-    diameter = 2.0 * math.sqrt(float(np.median(sizes)) / math.pi)
+    diameter = float(disc_diameter(np.median(sizes)))
     if within_tolerance(diameter, own):
         return card.scale
     lo, hi = SCALE_RANGE
