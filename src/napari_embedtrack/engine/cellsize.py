@@ -40,6 +40,15 @@ MAX_ROUNDS = 4
 #: Fewer masks than this in the frames looked at say too little about the cells' size: the
 #: estimate stays at the size the model was set to (its own in the first round).
 MIN_CELLS = 5
+#: The model is set to another size only where it segments the movie at least about as
+#: confidently as at its own: the mean seediness inside its masks there may be at most this
+#: much lower. A model that breaks a movie's cells into pieces (the GOWT1 model on MSC
+#: 01's large, dim cells) finds masks ~0.8 of any size it is set to, so the rounds run
+#: away towards small sizes (60 -> 20 px, SEG 0.0 and 530 tracks for 13) while its
+#: confidence falls (0.86 -> 0.80); on cells of another size it rises as the rounds
+#: approach them (GOWT1 01 at 0.35 of its size: 0.87 -> 0.94; docs/models.md, "Movies at
+#: another magnification").
+CONFIDENCE_MARGIN = 0.01
 
 
 def within_tolerance(found: float, diameter: float) -> bool:
@@ -84,6 +93,11 @@ def estimate_cell_diameter(
     cell is found in the frames looked at, or when stopped (``should_stop``). The card's
     pre-filter, thresholds and minimum size are used; no TTA. ValueError if the card does
     not know its cells' size.
+
+    The model's own size is returned as well where the rounds do not settle on a size at
+    which the model segments at least about as confidently as at its own
+    (:data:`CONFIDENCE_MARGIN`): the size it settled on, or else the most confident size
+    tried.
     """
     from .pipeline import default_cluster_params
     from .predict import iter_outputs
@@ -98,12 +112,18 @@ def estimate_cell_diameter(
     picks = sorted({round(i) for i in np.linspace(0, n - 1, min(frames, n))})
     sample = np.stack([np.asarray(movie[t], dtype=np.float32) for t in picks])
     total = len(picks) * MAX_ROUNDS
-    diameter = model.card.cell_diameter  # the model as it is
+    own = diameter = model.card.cell_diameter  # the model as it is
     done = 0
+    tried: dict[float, float] = {}  # size set -> mean seediness inside the masks
+
+    def chosen(settled: float | None) -> float:
+        best = settled if settled is not None else max(tried, key=tried.get)
+        return best if tried[best] >= tried[own] - CONFIDENCE_MARGIN else own
+
     for round_ in range(MAX_ROUNDS):
         m = model.with_cell_diameter(diameter)
         params = default_cluster_params(m.card)
-        sizes = []
+        sizes, seeds = [], []
         # the frames as one short movie: the masks of a frame do not depend on the frame
         # before it (only the tracking offsets do, which are not used here)
         outputs = iter_outputs(m.net, sample, **m.card.input_kwargs, tta=False, device=device)
@@ -113,22 +133,26 @@ def estimate_cell_diameter(
                 return None
             labels = cluster(out.seediness, out.bandwidth, out.offsets, params)
             sizes.append(mask_diameters(labels))
+            seeds.append(np.asarray(out.seediness)[labels > 0])
             done += 1
             yield Progress(done, total, f"cell size: round {round_ + 1}, frame {t}")
         found = np.concatenate(sizes)
         if found.size == 0 and round_ == 0:
             return None
         if found.size < MIN_CELLS:
-            return diameter
+            return diameter if round_ == 0 else chosen(None)
+        tried[diameter] = float(np.concatenate(seeds).mean())
+        if tried[diameter] < tried[own] - CONFIDENCE_MARGIN:
+            return chosen(None)  # less confident than as trained: running away, not closer
         new = float(np.median(found))
         if within_tolerance(new, diameter):
-            return diameter  # the model set to this size finds cells of this size
+            return chosen(diameter)  # the model set to this size finds cells of this size
         try:
             model.with_cell_diameter(new)
-        except ValueError:  # beyond the scales the model can be set to: the last one
-            return diameter
+        except ValueError:  # beyond the scales the model can be set to
+            return chosen(None)
         diameter = new
-    return diameter
+    return chosen(None)
 
 
 #: ``cell_diameter`` settings besides a number of pixels: estimate it from the movie
