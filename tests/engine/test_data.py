@@ -626,3 +626,28 @@ def test_warp_is_off_by_default_and_on_with_p_warp():
     a, b = a.sample(), b.sample()
     assert a["image"].shape == b["image"].shape
     assert not np.array_equal(a["labels"], b["labels"])
+
+
+# --------------------------------------------------------------------------- replay
+def test_replay_frames_are_pairs_away_from_the_corrections():
+    frames = D.replay_frames(20, corrected=[0, 1, 2, 3, 4], every=3)
+    # candidates t = 7..19 (a pair may not hold or touch frames 0-5); every third: 7, 10, ...
+    assert frames == [6, 7, 9, 10, 12, 13, 15, 16, 18, 19]
+    assert D.replay_frames(20, corrected=[10], every=1) == [
+        t for t in range(20) if t not in (9, 10, 11)
+    ]
+    assert D.replay_frames(6, corrected=range(6)) == []
+    with pytest.raises(ValueError, match="every"):
+        D.replay_frames(10, [0], every=0)
+
+
+def test_replay_sequence_holds_the_results_on_its_frames_only():
+    movie = make_movie(n_frames=6, shape=(48, 48), n_cells=2, seed=3)
+    seq = D.replay_sequence("r", movie.image, movie.labels, movie.lineage, [2, 3])
+    assert seq.replay and seq.seg_frames == [2, 3]
+    assert seq.ignore[[0, 1, 4, 5]].all() and not seq.ignore[[2, 3]].any()
+    np.testing.assert_array_equal(seq.seg[2], movie.labels[2])
+    assert D.keep_frames(seq, slice(1, 5)).replay  # the flag survives frame selections
+    assert D.only_frames(seq, [2]).replay
+    with pytest.raises(ValueError, match="no frames to replay"):
+        D.replay_sequence("r", movie.image, movie.labels, movie.lineage, [])

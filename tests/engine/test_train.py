@@ -540,3 +540,25 @@ def test_scale_for_cells():
     assert _scale_for_cells(card, np.zeros(0)) == 0.5  # no masks
     assert _scale_for_cells(ModelCard(cell_size=0), np.array([250])) == 1.0  # size unknown
     assert _scale_for_cells(card, np.array([1])) == SCALE_RANGE[1]  # at most the largest
+
+
+def test_replayed_results_are_trained_on_and_never_validated_on(sequence, tiny_model, tmp_path):
+    """A starting model's own results (replay) beside corrections: the validation (the stop
+    rule's figures) is on the corrections' held-out frames only, and the replayed frames are
+    trained on; results alone are refused before a folder is written."""
+    start_dir, _ = tiny_model
+    replay = D.replay_sequence(
+        "replay", sequence.image, sequence.seg, None, D.replay_frames(5, [], every=1)
+    )
+    corrections = dataclasses.replace(sequence, name="corrections")
+    cfg = TrainConfig.for_finetuning(
+        steps=2, val_every=1, val_fraction=0.2, device="cpu", amp=False, batch_size=1
+    )
+    out, records = _run(train([corrections, replay], tmp_path / "ft", cfg, init=start_dir))
+    card = read_card(out)
+    assert card.validation["frames"] == {"corrections": "4-4"}
+    assert card.training["replayed_frames"] == {"replay": [0, 1, 2, 3, 4]}
+    assert records[0].info.get("start") and "SEG_plain" in records[0].info["validation"]
+    with pytest.raises(ValueError, match="corrections"):
+        run(train([replay], tmp_path / "alone", cfg, init=start_dir))
+    assert not (tmp_path / "alone").exists()

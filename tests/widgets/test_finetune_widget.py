@@ -176,6 +176,11 @@ def test_finetune_defaults_follow_the_last_run(qtbot, loop, tiny_model):
     assert tune._training_frames() == [3, 6, 7]
     assert "training frames: 3, 6-7" in tune._review.value
     assert tag_of(result)["edited"]  # the user's now: a re-run will not overwrite it
+    assert tune._replay.value  # a plugin result: the other frames are the model's own
+    tune._replay.value = False
+    assert tune._replay_frames(result.data, [3, 6, 7]) == []
+    assert "replayed" not in tune._review.value
+    tune._replay.value = True
 
     tune._reviewed_only.value = False  # every labelled frame of the range
     tune._first.value = 5
@@ -207,6 +212,14 @@ def test_correction_loop(qtbot, loop, user_models, tiny_model):
     assert card.training["init"] == str(tiny_model)  # started from the run's model
     assert tune.started_from == tiny_model
     assert tune.training_frames == corrected
+    # the run's own results replayed: pairs away from the corrections (frames 5-9), where
+    # the result has cells
+    pairs = [(0, 1), (3, 4)]
+    data = result.data
+    replayed = [f for a, b in pairs if data[a].any() and data[b].any() for f in (a, b)]
+    assert replayed and tune.replayed_frames == replayed
+    assert card.training["replayed_frames"] == {"tuned-replay": replayed}
+    assert f"the model's results replayed: {len(replayed)} frames" in tune._review.value
     scores = tune.scores
     assert scores["held_out"] and scores["frames"] == [8, 9]  # the last fifth of the movie
     for m in ("SEG_plain", "TRA_plain", "CT_plain"):

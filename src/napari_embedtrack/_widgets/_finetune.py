@@ -43,7 +43,7 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QMessageBox
 
-from ..engine.data import sequence_from_arrays
+from ..engine.data import replay_frames, replay_sequence, sequence_from_arrays
 from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, VALIDATION_MEASURES, VALIDATION_STYLES, TrainConfig, train
@@ -82,11 +82,14 @@ def finetune(
     config: TrainConfig,
     should_stop: Callable[[], bool],
     sparse: bool = False,
+    replay: list[int] | None = None,
 ) -> Generator[Progress, None, Path | None]:
     """Train on one labelled movie and install the model as user model ``name``.
 
     ``sparse``: in the ``annotated`` frames only the labelled cells are known (every other
-    pixel unknown), instead of the frames being complete annotations.
+    pixel unknown), instead of the frames being complete annotations. ``replay``: frames
+    whose labels are the starting model's own results (:func:`engine.data.replay_frames`),
+    trained on beside the corrections and never validated on.
     Returns the installed model folder, or None if stopped (nothing is installed then).
     """
     yield Progress(0, config.steps, "preparing training data")
@@ -98,11 +101,14 @@ def finetune(
         annotated_frames=[] if sparse else annotated,
         sparse_frames=annotated if sparse else None,
     )
+    sequences = [seq]
+    if replay:
+        sequences.append(replay_sequence(f"{name}-replay", movie, labels, lineage, replay))
     root = user_model_dir()
     staging = root / ".training" / name
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        yield from train([seq], staging, config, init=init, name=name, should_stop=should_stop)
+        yield from train(sequences, staging, config, init=init, name=name, should_stop=should_stop)
         if should_stop():
             return None
         if not (staging / CARD).is_file():
@@ -131,6 +137,7 @@ class FineTuneWidget(Container):
         self._watched_labels: Labels | None = None
         #: what the last start() trained on, and the last run's validation (None before)
         self.training_frames: list[int] = []
+        self.replayed_frames: list[int] = []
         self.started_from: Path | None = None
         self.scores: dict | None = None
         self.new_model: Path | None = None
@@ -154,6 +161,14 @@ class FineTuneWidget(Container):
         self._reviewed_only.tooltip = (
             "On: train on the frames you painted into or confirmed (within the frame range). "
             "Off: every frame in the range that holds labels is a complete annotation"
+        )
+        self._replay = CheckBox(text="keep the model's results on the other frames")
+        self._replay.tooltip = (
+            "On: the plugin's results on frames you did not correct or confirm are trained "
+            "on too (a pair every few frames), so the model keeps what it did there unless "
+            "your corrections teach otherwise. Corrections alone can make it worse on the "
+            "rest of the movie while it gets better on them. Needs 'only corrected or "
+            "confirmed frames' and a starting model"
         )
         self._review = Label(label="", value="")
         self._confirm = PushButton(text="Confirm / unconfirm current frame")
@@ -183,11 +198,12 @@ class FineTuneWidget(Container):
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False)
         self._inputs = [
             self._image, self._labels, self._tracks, self._sparse, self._init, self._first,
-            self._last, self._reviewed_only, self._confirm, self._steps, self._batch,
+            self._last, self._reviewed_only, self._replay, self._confirm, self._steps,
+            self._batch,
             self._crop, self._device, self._name, self._train,
         ]  # fmt: skip
         self.extend([
-            *self._inputs[:8], self._review, *self._inputs[8:-1], buttons, self._bar,
+            *self._inputs[:9], self._review, *self._inputs[9:-1], buttons, self._bar,
             self._status, self._scores, self._rerun,
         ])  # fmt: skip
         self.plot = LossPlot()
@@ -201,6 +217,7 @@ class FineTuneWidget(Container):
         self._first.changed.connect(self._show_review)
         self._last.changed.connect(self._show_review)
         self._reviewed_only.changed.connect(self._show_review)
+        self._replay.changed.connect(self._show_review)
         self._confirm.clicked.connect(self.toggle_current_frame)
         self._train.clicked.connect(self.start)
         self._cancel.clicked.connect(self.cancel)
@@ -240,6 +257,7 @@ class FineTuneWidget(Container):
         self._pick_tracks()
         # the plugin's results are predictions: only the frames the user checked are labels
         self._reviewed_only.value = is_result or any(reviewed_frames(layer))
+        self._replay.value = is_result  # the other frames are the model's own results
         if self._watched_labels is not None:
             self._watched_labels.events.paint.disconnect(self._show_review)
         self._watched_labels = layer if isinstance(layer, Labels) else None
@@ -300,11 +318,30 @@ class FineTuneWidget(Container):
             return []
         return [t for t in frames if t < len(labels) and labels[t].any()]
 
+    def _replay_frames(self, labels: np.ndarray, annotated: list[int]) -> list[int]:
+        """Frames of the model's results in the range to train on beside the corrections
+        (none unless "keep the model's results", "only corrected or confirmed" and a
+        starting model are chosen)."""
+        if not (self._replay.value and self._reviewed_only.value and annotated):
+            return []
+        if self._init.value == NEW_MODEL or labels is None or labels.ndim != 3:
+            return []
+        first, last = self._first.value, min(self._last.value, len(labels) - 1)
+        corrected, confirmed = reviewed_frames(self._labels.value)
+        known = set(annotated) | set(corrected) | set(confirmed)
+        frames = [first + t for t in replay_frames(last - first + 1, [t - first for t in known])]
+        pairs = {t for t in frames if t - 1 in frames and labels[t].any() and labels[t - 1].any()}
+        return sorted({f for t in pairs for f in (t - 1, t)})
+
     def _show_review(self, _event=None) -> None:
         corrected, confirmed = reviewed_frames(self._labels.value)
         text = f"corrected: {_frames_text(corrected)}; confirmed: {_frames_text(confirmed)}"
         frames = self._training_frames()
-        self._review.value = f"{text}\ntraining frames: {_frames_text(frames)}"
+        text = f"{text}\ntraining frames: {_frames_text(frames)}"
+        labels = getattr(self._labels.value, "data", None)
+        if replayed := self._replay_frames(labels, frames):
+            text += f"\nthe model's results replayed: {len(replayed)} frames"
+        self._review.value = text
 
     def current_frame(self) -> int | None:
         """The frame of the chosen labels layer the viewer shows."""
@@ -370,6 +407,7 @@ class FineTuneWidget(Container):
             if not annotated:
                 raise InputError(f"no labels in frames {first}-{last}")
             name = self._check_name()
+            replay = self._replay_frames(labels, annotated)
         except InputError as err:
             return self._fail(str(err))
         except ValueError as err:  # tracks_to_lineage: merges, bad ids
@@ -390,9 +428,10 @@ class FineTuneWidget(Container):
         gen = finetune(
             np.asarray(movie), labels, lineage, annotated,
             name=name, init=init, config=config, should_stop=self._stop.is_set,
-            sparse=self._sparse.value,
+            sparse=self._sparse.value, replay=replay,
         )  # fmt: skip
         self.training_frames, self.started_from = annotated, init
+        self.replayed_frames = replay
         self.scores, self.new_model = None, None
         self._scores.value = ""
         self.plot.clear(config.steps)

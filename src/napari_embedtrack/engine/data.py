@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class TrainingSequence:
         parents: {track id: parent id} for tracks that have a parent.
         starts: {track id: first frame}.
         seg_frames: frames with full masks (used for segmentation validation).
+        replay: the labels are the starting model's own results (:func:`replay_sequence`):
+            trained on beside corrections, never validated on.
     """
 
     name: str
@@ -76,6 +79,7 @@ class TrainingSequence:
     parents: dict[int, int] = field(default_factory=dict)
     starts: dict[int, int] = field(default_factory=dict)
     seg_frames: list[int] = field(default_factory=list)
+    replay: bool = False
 
     @property
     def n_frames(self) -> int:
@@ -307,6 +311,52 @@ def sequence_from_arrays(
     return TrainingSequence(
         name, image, seg, seg.copy(), ignore, parents, starts, list(np.flatnonzero(ann))
     )
+
+
+#: Replay: one pair (t-1, t) of every this many candidate frames of a model's own results
+#: is trained on beside the corrections (:func:`replay_frames`).
+REPLAY_EVERY = 3
+
+
+def replay_frames(n_frames: int, corrected: Iterable[int], every: int = REPLAY_EVERY) -> list[int]:
+    """Frames of a model's own results to train on beside ``corrected`` frames.
+
+    Fine-tuning on a few corrected frames alone teaches the model those frames' cells and
+    can make it worse on the rest of the movie while it looks better on the corrections
+    held out (issue #13: the GOWT1 model fine-tuned on SIM+ 01's first five frames lost
+    0.019 SEG on frames 5-64, masks 12 % too large there; docs/models.md, "Fine-tuning
+    with replay"). Training on the model's own results for the other frames as well keeps
+    what it did there unless the corrections teach otherwise.
+
+    Returns pairs (t-1, t): every ``every``-th frame t whose pair neither holds nor touches
+    a corrected frame (a corrected frame's neighbours are left out too, so that no pair
+    mixes the person's labels with the model's), with t-1; sorted.
+    """
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    near = {t + d for t in corrected for d in (-1, 0, 1)}
+    candidates = [t for t in range(1, n_frames) if t not in near and t - 1 not in near]
+    return sorted({f for t in candidates[::every] for f in (t - 1, t)})
+
+
+def replay_sequence(
+    name: str,
+    movie: np.ndarray,
+    labels: np.ndarray,
+    lineage: np.ndarray | None,
+    frames: list[int],
+    percentiles=(1.0, 99.8),
+) -> TrainingSequence:
+    """A starting model's own results (``labels``, label = track id, and their
+    ``lineage``) on ``frames`` (:func:`replay_frames`) as a training sequence that
+    :func:`~.train.train` trains on and never validates on (``replay=True``): the stop rule
+    compares models on the person's corrections only."""
+    if not frames:
+        raise ValueError("no frames to replay: the corrections cover the whole movie")
+    seq = sequence_from_arrays(
+        name, movie, labels, lineage, annotated_frames=frames, percentiles=percentiles
+    )
+    return dataclasses.replace(seq, replay=True)
 
 
 # --------------------------------------------------------------------------- medoids
@@ -822,6 +872,7 @@ def keep_frames(seq: TrainingSequence, frames: slice) -> TrainingSequence:
         parents=seq.parents,
         starts={k: v - lo for k, v in seq.starts.items()},
         seg_frames=[t - lo for t in seq.seg_frames if lo <= t < lo + idx.size],
+        replay=seq.replay,
     )
 
 
@@ -844,4 +895,5 @@ def only_frames(seq: TrainingSequence, frames: list[int]) -> TrainingSequence:
         parents=seq.parents,
         starts=seq.starts,
         seg_frames=[t for t in seq.seg_frames if keep[t]],
+        replay=seq.replay,
     )

@@ -464,8 +464,13 @@ def train(
         raise ValueError("schedule 'time' needs a time budget (max_seconds / --max-minutes)")
     train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
     windows = _val_windows(cfg.val_window, sequences)
+    if sequences and all(s.replay for s in sequences):
+        raise ValueError("replayed results need corrections beside them: nothing to validate on")
     for s, window in zip(sequences, windows, strict=True):
-        tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, window)
+        if s.replay:  # the starting model's own results: trained on, never validated on
+            tr, va = list(range(1, s.n_frames)), []
+        else:
+            tr, va = D.split_frames(s.n_frames, cfg.val_fraction, s.seg_frames, window)
         train_frames.append(tr)
         val_frames.append(va)
     out_dir = Path(out_dir)
@@ -561,6 +566,8 @@ def train(
             "torch": torch.__version__,
         }
     )
+    if replayed := {s.name: [int(t) for t in s.seg_frames] for s in sequences if s.replay}:
+        card.training["replayed_frames"] = replayed  # the starting model's own results
 
     def save_checkpoint() -> None:
         _atomic_torch_save(
@@ -608,8 +615,8 @@ def train(
             # too few corrections to hold some out: validate on dim noisy copies of the
             # corrected training frames (the last four of each sequence, to keep it quick),
             # so the stop rule still has something to go on
-            val_frames = [[t for t in tr if t in set(s.seg_frames)][-4:] for s, tr in
-                          zip(sequences, train_frames, strict=True)]  # fmt: skip
+            val_frames = [[] if s.replay else [t for t in tr if t in set(s.seg_frames)][-4:]
+                          for s, tr in zip(sequences, train_frames, strict=True)]  # fmt: skip
             styles = ("hard",)
             log.warning("no held-out frames with masks: validating on re-styled training frames")
         else:
