@@ -156,6 +156,7 @@ def main() -> None:
                 "train_parts": cfg.train_parts,
                 "anchor": cfg.anchor,
                 "outcome": card.training.get("outcome"),
+                "replay": card.training.get("replay"),
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])
                 ),

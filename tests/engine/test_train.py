@@ -542,23 +542,50 @@ def test_scale_for_cells():
     assert _scale_for_cells(card, np.array([1])) == SCALE_RANGE[1]  # at most the largest
 
 
-def test_replayed_results_are_trained_on_and_never_validated_on(sequence, tiny_model, tmp_path):
+def test_replayed_results_are_trained_on_and_never_validated_on(tmp_path):
     """A starting model's own results (replay) beside corrections: the validation (the stop
     rule's figures) is on the corrections' held-out frames only, and the replayed frames are
-    trained on; results alone are refused before a folder is written."""
-    start_dir, _ = tiny_model
-    replay = D.replay_sequence(
-        "replay", sequence.image, sequence.seg, None, D.replay_frames(5, [], every=1)
+    trained on where the start segments the corrections well; results alone, or without a
+    starting model, are refused before a folder is written."""
+    movie = make_movie(n_frames=8, shape=(96, 96), n_cells=3, seed=4, radius=(14.0, 18.0))
+    corrections = D.sequence_from_arrays(
+        "corrections", movie.image, movie.labels, movie.lineage, annotated_frames=[5, 6, 7]
     )
+    frames = D.replay_frames(8, [5, 6, 7], every=1)
+    assert frames == [0, 1, 2, 3]
+    replay = D.replay_sequence("replay", movie.image, movie.labels, movie.lineage, frames)
+    cfg = TrainConfig.for_finetuning(
+        steps=2, val_every=1, val_window=(7, 8), device="cpu", amp=False, batch_size=1
+    )
+    start = "Fluo-N2DH-SIM+"
+    out, records = _run(train([corrections, replay], tmp_path / "ft", cfg, init=start))
+    card = read_card(out)
+    assert card.validation["frames"] == {"corrections": "7-7"}
+    assert records[0].info.get("start")
+    assert records[0].info["validation"]["SEG_plain"] >= 0.6  # a start worth keeping
+    assert card.training["replayed_frames"] == {"replay": [0, 1, 2, 3]}
+    assert card.training["replay"].startswith("used")
+    for bad, init in (([replay], start), ([corrections, replay], None)):
+        with pytest.raises(ValueError, match=r"corrections|starting model"):
+            run(train(bad, tmp_path / "refused", cfg, init=init))
+        assert not (tmp_path / "refused").exists()
+
+
+def test_a_poor_starting_models_results_are_not_replayed(sequence, tiny_model, tmp_path):
+    """The tiny model segments the corrections badly: its results are left out of the
+    training pairs, and the card says why; the cells' size is the corrections' own."""
+    start_dir, _ = tiny_model
+    merged = (sequence.seg > 0).astype(np.int32)  # results that merge every cell into one
+    replay = D.replay_sequence("replay", sequence.image, merged, None, [0, 1, 2, 3])
     corrections = dataclasses.replace(sequence, name="corrections")
     cfg = TrainConfig.for_finetuning(
         steps=2, val_every=1, val_fraction=0.2, device="cpu", amp=False, batch_size=1
     )
     out, records = _run(train([corrections, replay], tmp_path / "ft", cfg, init=start_dir))
+    assert records[0].info["validation"]["SEG_plain"] < 0.6
     card = read_card(out)
-    assert card.validation["frames"] == {"corrections": "4-4"}
-    assert card.training["replayed_frames"] == {"replay": [0, 1, 2, 3, 4]}
-    assert records[0].info.get("start") and "SEG_plain" in records[0].info["validation"]
-    with pytest.raises(ValueError, match="corrections"):
-        run(train([replay], tmp_path / "alone", cfg, init=start_dir))
-    assert not (tmp_path / "alone").exists()
+    said = card.training["replay"]
+    assert said.startswith("not used") and "below 0.6" in said
+    assert "replayed_frames" not in card.training
+    alone = read_card(_run(train([corrections], tmp_path / "alone", cfg, init=start_dir))[0])
+    assert card.cell_size == alone.cell_size and card.min_size == alone.min_size

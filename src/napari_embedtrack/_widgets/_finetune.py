@@ -469,6 +469,8 @@ class FineTuneWidget(Container):
             outcome = f"; validation score {start['score']:.3f} -> {after:.3f}"
             if card.training.get("outcome", "").startswith("no fine-tuned"):
                 outcome += " (no improvement: the starting model's weights were kept)"
+        if replay := card.training.get("replay"):
+            outcome += f"; the model's results on {len(self.replayed_frames)} frames: {replay}"
         self._scores.value = scores_text(self.scores)
         self._status.value = f"saved model {path.name} ({path}){outcome}"
         show_info(f"EmbedTrack: fine-tuned model {path.name!r} saved to {path}{outcome}")

@@ -585,6 +585,14 @@ class PairSampler:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def keep_sequences(self, keep: set[int]) -> None:
+        """Draw pairs of the sequences with these indices only (their weights kept)."""
+        idx = [k for k, (i, _) in enumerate(self.pairs) if i in keep]
+        if not idx:
+            raise ValueError("no training pairs left in the sequences kept")
+        self.pairs = [self.pairs[k] for k in idx]
+        self.weights = self.weights[idx] / self.weights[idx].sum()
+
     #: pixels of a frame's subsample that intensity augmentation re-normalises with
     REFERENCE_PIXELS = 16384
 

@@ -296,6 +296,35 @@ def _scale_for_cells(card: ModelCard, sizes: np.ndarray) -> float:
     return scale
 
 
+#: Replay (the starting model's own results trained on beside corrections) only where the
+#: starting model segments the held-out corrections at least this well (SEG): the GOWT1
+#: model's results on MSC 01 (SEG 0.38 on the corrections) replayed made fine-tuning lose
+#: 0.04 SEG on the later frames instead of gaining 0.22; on SIM+ 01 (0.90) and GOWT1 01
+#: (0.74-0.79) replay kept or gained (docs/models.md, "Fine-tuning with replay").
+REPLAY_MIN_SEG = 0.6
+
+
+def _gate_replay(sequences, sampler: D.PairSampler, card: ModelCard, start: dict) -> None:
+    """Leave the replayed sequences out of the training pairs when the starting model
+    segments the held-out corrections worse than :data:`REPLAY_MIN_SEG` (its results are
+    not worth keeping), and say so in the card."""
+    replays = {i for i, s in enumerate(sequences) if s.replay}
+    if not replays:
+        return
+    seg = next((start[k] for k in ("SEG_plain", "SEG_hard") if k in start), None)
+    if seg is not None and seg >= REPLAY_MIN_SEG:
+        card.training["replay"] = f"used: the starting model's SEG on the corrections {seg:.3f}"
+        return
+    sampler.keep_sequences(set(range(len(sequences))) - replays)
+    card.training.pop("replayed_frames", None)
+    why = "no SEG" if seg is None else f"SEG {seg:.3f}, below {REPLAY_MIN_SEG}"
+    card.training["replay"] = (
+        f"not used: the starting model's results are not worth keeping ({why} on the "
+        "held-out corrections)"
+    )
+    log.warning("replay %s", card.training["replay"])
+
+
 def _min_size(sequences: list[D.TrainingSequence]) -> int:
     """Half the 1% percentile of the training mask sizes (paper, section 3.3)."""
     allv = _mask_sizes(sequences)
@@ -466,6 +495,8 @@ def train(
     windows = _val_windows(cfg.val_window, sequences)
     if sequences and all(s.replay for s in sequences):
         raise ValueError("replayed results need corrections beside them: nothing to validate on")
+    if init is None and any(s.replay for s in sequences):
+        raise ValueError("replayed results are a starting model's own: give the model (init)")
     for s, window in zip(sequences, windows, strict=True):
         if s.replay:  # the starting model's own results: trained on, never validated on
             tr, va = list(range(1, s.n_frames)), []
@@ -494,13 +525,16 @@ def train(
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
     if scale is not None:
         card.scale = scale
-    elif init is not None:  # the starting model sees cells of the size it was trained on
-        card.scale = _scale_for_cells(card, _mask_sizes(sequences))
+
+    # the cells' size is the person's labels' (a model's own results may be pieces of cells)
+    labelled = [s for s in sequences if not s.replay]
+    if scale is None and init is not None:  # the start sees cells at its training size
+        card.scale = _scale_for_cells(card, _mask_sizes(labelled))
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
-    if init is None or any(s.seg_frames for s in sequences):
-        card.min_size = _min_size(sequences)  # from the masks the model is trained on
-        sizes = _mask_sizes(sequences)
+    if init is None or any(s.seg_frames for s in labelled):
+        card.min_size = _min_size(labelled)  # from the masks the model is trained on
+        sizes = _mask_sizes(labelled)
         card.cell_size = int(np.median(sizes)) if sizes.size else card.cell_size
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
@@ -629,6 +663,7 @@ def train(
     if init is not None and not resume:
         # the stop rule: the starting model is the one to beat
         start_metrics = validation()
+        _gate_replay(sequences, sampler, card, start_metrics)
         if "score" in start_metrics:
             best = start_metrics["score"]
             history.append({"step": 0, "seconds": 0.0, **start_metrics})
@@ -644,6 +679,8 @@ def train(
                 "starting model: " + ", ".join(f"{k} {v:.3f}" for k, v in start_metrics.items()),
                 {"validation": start_metrics, "start": True},
             )
+    elif resume and history and history[0].get("step") == 0:
+        _gate_replay(sequences, sampler, card, history[0])  # as decided before the stop
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
