@@ -118,8 +118,7 @@ def main() -> None:
                         tta=args.tta, cell_diameter=cell_diameter, warn=lambda _: None)  # fmt: skip
             labels, lineage = ctc.read_results(results)[:2]
             replayed = D.replay_frames(seq.n_frames, ann)
-            movie = ctc.read_movie(data / "01")
-            sequences.append(D.replay_sequence("replay", movie, labels, lineage, replayed))
+            sequences.append(D.replay_sequence("replay", seq, labels, lineage, replayed))
         given = {
             "steps": args.steps,
             "lr": args.lr,

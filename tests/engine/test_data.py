@@ -643,11 +643,12 @@ def test_replay_frames_are_pairs_away_from_the_corrections():
 
 def test_replay_sequence_holds_the_results_on_its_frames_only():
     movie = make_movie(n_frames=6, shape=(48, 48), n_cells=2, seed=3)
-    seq = D.replay_sequence("r", movie.image, movie.labels, movie.lineage, [2, 3])
+    corrections = D.sequence_from_arrays("c", movie.image, movie.labels, movie.lineage, [5])
+    seq = D.replay_sequence("r", corrections, movie.labels, movie.lineage, [2, 3])
     assert seq.replay and seq.seg_frames == [2, 3]
     assert seq.ignore[[0, 1, 4, 5]].all() and not seq.ignore[[2, 3]].any()
     np.testing.assert_array_equal(seq.seg[2], movie.labels[2])
     assert D.keep_frames(seq, slice(1, 5)).replay  # the flag survives frame selections
     assert D.only_frames(seq, [2]).replay
     with pytest.raises(ValueError, match="no frames to replay"):
-        D.replay_sequence("r", movie.image, movie.labels, movie.lineage, [])
+        D.replay_sequence("r", corrections, movie.labels, movie.lineage, [])

@@ -553,7 +553,7 @@ def test_replayed_results_are_trained_on_and_never_validated_on(tmp_path):
     )
     frames = D.replay_frames(8, [5, 6, 7], every=1)
     assert frames == [0, 1, 2, 3]
-    replay = D.replay_sequence("replay", movie.image, movie.labels, movie.lineage, frames)
+    replay = D.replay_sequence("replay", corrections, movie.labels, movie.lineage, frames)
     cfg = TrainConfig.for_finetuning(
         steps=2, val_every=1, val_window=(7, 8), device="cpu", amp=False, batch_size=1
     )
@@ -576,7 +576,7 @@ def test_a_poor_starting_models_results_are_not_replayed(sequence, tiny_model, t
     training pairs, and the card says why; the cells' size is the corrections' own."""
     start_dir, _ = tiny_model
     merged = (sequence.seg > 0).astype(np.int32)  # results that merge every cell into one
-    replay = D.replay_sequence("replay", sequence.image, merged, None, [0, 1, 2, 3])
+    replay = D.replay_sequence("replay", sequence, merged, None, [0, 1, 2, 3])
     corrections = dataclasses.replace(sequence, name="corrections")
     cfg = TrainConfig.for_finetuning(
         steps=2, val_every=1, val_fraction=0.2, device="cpu", amp=False, batch_size=1

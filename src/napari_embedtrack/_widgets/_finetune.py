@@ -103,7 +103,7 @@ def finetune(
     )
     sequences = [seq]
     if replay:
-        sequences.append(replay_sequence(f"{name}-replay", movie, labels, lineage, replay))
+        sequences.append(replay_sequence(f"{name}-replay", seq, labels, lineage, replay))
     root = user_model_dir()
     staging = root / ".training" / name
     shutil.rmtree(staging, ignore_errors=True)

@@ -293,6 +293,19 @@ def sequence_from_arrays(
         movie, labels = movie[None], labels[None]
     if movie.shape != labels.shape:
         raise ValueError(f"image {movie.shape} and labels {labels.shape} differ in shape")
+    image = np.stack([normalize_frame(f, percentiles) for f in movie])
+    return _labelled(name, image, labels, lineage, annotated_frames, sparse_frames)
+
+
+def _labelled(
+    name: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    lineage: np.ndarray | None,
+    annotated_frames: list[int] | None,
+    sparse_frames: list[int] | None,
+) -> TrainingSequence:
+    """:func:`sequence_from_arrays` for frames already normalised (``image``)."""
     if annotated_frames is None:
         annotated_frames = [t for t in range(len(labels)) if labels[t].any()]
     sparse = np.zeros(len(labels), bool)
@@ -307,7 +320,6 @@ def sequence_from_arrays(
     if lineage is not None and len(lineage):
         parents = {int(r[0]): int(r[3]) for r in lineage if r[3] > 0}
         starts = {int(r[0]): int(r[1]) for r in lineage}
-    image = np.stack([normalize_frame(f, percentiles) for f in movie])
     return TrainingSequence(
         name, image, seg, seg.copy(), ignore, parents, starts, list(np.flatnonzero(ann))
     )
@@ -341,21 +353,22 @@ def replay_frames(n_frames: int, corrected: Iterable[int], every: int = REPLAY_E
 
 def replay_sequence(
     name: str,
-    movie: np.ndarray,
+    beside: TrainingSequence,
     labels: np.ndarray,
     lineage: np.ndarray | None,
     frames: list[int],
-    percentiles=(1.0, 99.8),
 ) -> TrainingSequence:
     """A starting model's own results (``labels``, label = track id, and their
     ``lineage``) on ``frames`` (:func:`replay_frames`) as a training sequence that
     :func:`~.train.train` trains on and never validates on (``replay=True``): the stop rule
-    compares models on the person's corrections only."""
+    compares models on the person's corrections only. ``beside``: the corrections'
+    sequence of the same movie, whose normalised frames are shared, not made again."""
     if not frames:
         raise ValueError("no frames to replay: the corrections cover the whole movie")
-    seq = sequence_from_arrays(
-        name, movie, labels, lineage, annotated_frames=frames, percentiles=percentiles
-    )
+    labels = np.asarray(labels).astype(np.int32)
+    if labels.shape != beside.image.shape:
+        raise ValueError(f"results {labels.shape} and movie {beside.image.shape} differ in shape")
+    seq = _labelled(name, beside.image, labels, lineage, frames, None)
     return dataclasses.replace(seq, replay=True)
 
 

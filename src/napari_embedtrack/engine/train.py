@@ -679,8 +679,9 @@ def train(
                 "starting model: " + ", ".join(f"{k} {v:.3f}" for k, v in start_metrics.items()),
                 {"validation": start_metrics, "start": True},
             )
-    elif resume and history and history[0].get("step") == 0:
-        _gate_replay(sequences, sampler, card, history[0])  # as decided before the stop
+    elif resume:  # as decided before the stop (no start figures: no SEG, not used)
+        start = history[0] if history and history[0].get("step") == 0 else {}
+        _gate_replay(sequences, sampler, card, start)
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
