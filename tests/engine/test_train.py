@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from skimage.segmentation import expand_labels
 
 from napari_embedtrack.engine import data as D
 from napari_embedtrack.engine.cluster import ClusterParams, cluster
 from napari_embedtrack.engine.modelfile import load_model, read_card
 from napari_embedtrack.engine.predict import iter_outputs
 from napari_embedtrack.engine.progress import run
-from napari_embedtrack.engine.train import CHECKPOINT, HISTORY, TrainConfig, train
+from napari_embedtrack.engine.train import CHECKPOINT, HISTORY, TrainConfig, _mask_sizes, train
 from napari_embedtrack.synthetic import make_movie
 
 
@@ -553,7 +554,8 @@ def test_replayed_results_are_trained_on_and_never_validated_on(tmp_path):
     )
     frames = D.replay_frames(8, [5, 6, 7], every=1)
     assert frames == [0, 1, 2, 3]
-    replay = D.replay_sequence("replay", corrections, movie.labels, movie.lineage, frames)
+    grown = expand_labels(movie.labels, 3)  # the start's masks: a little larger than the truth
+    replay = D.replay_sequence("replay", corrections, grown, movie.lineage, frames)
     cfg = TrainConfig.for_finetuning(
         steps=2, val_every=1, val_window=(7, 8), device="cpu", amp=False, batch_size=1
     )
@@ -565,6 +567,13 @@ def test_replayed_results_are_trained_on_and_never_validated_on(tmp_path):
     assert records[0].info["validation"]["SEG_plain"] >= 0.6  # a start worth keeping
     assert card.training["replayed_frames"] == {"replay": [0, 1, 2, 3]}
     assert card.training["replay"].startswith("used")
+    # the start's results are good, so their cells count for the size (the corrections may
+    # be a movie's first frames only): larger replayed cells, a larger card size
+    both = int(np.median(_mask_sizes([corrections, replay])))
+    assert card.cell_size == both > int(np.median(_mask_sizes([corrections])))
+    history = json.loads((out / HISTORY).read_text())["history"]
+    assert history[0]["gate"]["SEG_plain"] >= 0.6  # what replay was decided on, kept
+    assert history[0]["SEG_plain"] == pytest.approx(records[0].info["validation"]["SEG_plain"])
     for bad, init in (([replay], start), ([corrections, replay], None)):
         with pytest.raises(ValueError, match=r"corrections|starting model"):
             run(train(bad, tmp_path / "refused", cfg, init=init))

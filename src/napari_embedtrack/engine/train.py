@@ -304,17 +304,20 @@ def _scale_for_cells(card: ModelCard, sizes: np.ndarray) -> float:
 REPLAY_MIN_SEG = 0.6
 
 
-def _gate_replay(sequences, sampler: D.PairSampler, card: ModelCard, start: dict) -> None:
+def _gate_replay(sequences, sampler: D.PairSampler, card: ModelCard, start: dict) -> bool:
     """Leave the replayed sequences out of the training pairs when the starting model
     segments the held-out corrections worse than :data:`REPLAY_MIN_SEG` (its results are
-    not worth keeping), and say so in the card."""
+    not worth keeping), and say so in the card. True when replayed sequences are used."""
     replays = {i for i, s in enumerate(sequences) if s.replay}
     if not replays:
-        return
+        return False
     seg = next((start[k] for k in ("SEG_plain", "SEG_hard") if k in start), None)
     if seg is not None and seg >= REPLAY_MIN_SEG:
-        card.training["replay"] = f"used: the starting model's SEG on the corrections {seg:.3f}"
-        return
+        card.training["replay"] = (
+            f"used: the starting model's SEG on the corrections {seg:.3f}; the cells' size "
+            "and the training scale from the corrections and the replayed results"
+        )
+        return True
     sampler.keep_sequences(set(range(len(sequences))) - replays)
     card.training.pop("replayed_frames", None)
     why = "no SEG" if seg is None else f"SEG {seg:.3f}, below {REPLAY_MIN_SEG}"
@@ -323,6 +326,7 @@ def _gate_replay(sequences, sampler: D.PairSampler, card: ModelCard, start: dict
         "held-out corrections)"
     )
     log.warning("replay %s", card.training["replay"])
+    return False
 
 
 def _min_size(sequences: list[D.TrainingSequence]) -> int:
@@ -525,23 +529,36 @@ def train(
         card = ModelCard(crop_size=cfg.crop_size, grid_spacing=1.0 / (cfg.crop_size - 1))
     if scale is not None:
         card.scale = scale
+    start_card = base.card if init is not None else None
 
-    # the cells' size is the person's labels' (a model's own results may be pieces of cells)
-    labelled = [s for s in sequences if not s.replay]
-    if scale is None and init is not None:  # the start sees cells at its training size
-        card.scale = _scale_for_cells(card, _mask_sizes(labelled))
+    def fit_cells(with_replay: bool) -> bool:
+        """Set the card's cell size, minimum size and (fine-tuning at no given scale) the
+        training scale from the training masks: the person's labels only, or with the
+        starting model's replayed results too (once they are known to be good: a poor
+        start's results may be pieces of cells). True when the card changed."""
+        masks = [s for s in sequences if with_replay or not s.replay]
+        before = (card.scale, card.min_size, card.cell_size)
+        if scale is None and start_card is not None:  # the start sees cells at its size
+            card.scale = _scale_for_cells(start_card, _mask_sizes(masks))
+        if init is None or any(s.seg_frames for s in masks):
+            card.min_size = _min_size(masks)  # from the masks the model is trained on
+            sizes = _mask_sizes(masks)
+            card.cell_size = int(np.median(sizes)) if sizes.size else card.cell_size
+        return (card.scale, card.min_size, card.cell_size) != before
+
+    def make_sampler() -> D.PairSampler:
+        # crops come from the sequences at the model's scale; validation on the originals
+        scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
+        return D.PairSampler(scaled, train_frames, card.crop_size, cfg.augment, cfg.seed)
+
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
-    if init is None or any(s.seg_frames for s in labelled):
-        card.min_size = _min_size(labelled)  # from the masks the model is trained on
-        sizes = _mask_sizes(labelled)
-        card.cell_size = int(np.median(sizes)) if sizes.size else card.cell_size
+    fit_cells(with_replay=False)
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
-    # crops come from the sequences at the model's scale; validation runs on the originals
-    scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
-    sampler = D.PairSampler(scaled, train_frames, card.crop_size, cfg.augment, cfg.seed)
+    sampler = make_sampler()
+    scaled = sampler.sequences
     crops_per_pair = [
         math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in scaled
     ]
@@ -662,11 +679,18 @@ def train(
     start_metrics: dict[str, float] | None = None
     if init is not None and not resume:
         # the stop rule: the starting model is the one to beat
-        start_metrics = validation()
-        _gate_replay(sequences, sampler, card, start_metrics)
+        start_metrics = gate = validation()
+        if _gate_replay(sequences, sampler, card, gate) and fit_cells(with_replay=True):
+            # the start's results are good: their cells (the whole movie's, where the
+            # corrections may be its first frames only) set the size; the start is the one
+            # to beat at that size
+            sampler = make_sampler()
+            start_metrics = validation()
         if "score" in start_metrics:
             best = start_metrics["score"]
-            history.append({"step": 0, "seconds": 0.0, **start_metrics})
+            # the figures replay was decided on, for a resumed run to decide the same
+            kept = {"gate": gate} if gate is not start_metrics else {}
+            history.append({"step": 0, "seconds": 0.0, **start_metrics, **kept})
             card.training["outcome"] = (
                 "no fine-tuned checkpoint beat the starting model on the validation frames: "
                 "these are the starting model's weights"
@@ -681,7 +705,10 @@ def train(
             )
     elif resume:  # as decided before the stop (no start figures: no SEG, not used)
         start = history[0] if history and history[0].get("step") == 0 else {}
-        _gate_replay(sequences, sampler, card, start)
+        start = start.get("gate", start)
+        if _gate_replay(sequences, sampler, card, start) and fit_cells(with_replay=True):
+            sampler = make_sampler()
+            sampler.rng = np.random.default_rng([cfg.seed, step])
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
