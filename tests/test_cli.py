@@ -227,6 +227,53 @@ def test_train_then_predict_with_the_result(synthetic_ctc, tmp_path, capsys):
     assert rc == 0
 
 
+def test_finetune_with_replay(synthetic_ctc, tmp_path, capsys):
+    """``train --init M --replay``: the starting model's own results on the frames away from
+    the annotated ones are trained on beside them; without ``--init`` a one-line refusal
+    and no model folder."""
+    import shutil
+
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    from napari_embedtrack.engine.data import replay_frames
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_ctc, data)
+    for t in range(10):  # markers inside the cells (as in the CTC's data), not their masks
+        path = data / "01_GT" / "TRA" / f"man_track{t:03d}.tif"
+        lab = tifffile.imread(path)
+        core = np.where(ndimage.binary_dilation(find_boundaries(lab), iterations=2), 0, lab)
+        assert set(np.unique(core)) == set(np.unique(lab))
+        tifffile.imwrite(path, core.astype(lab.dtype))
+        if t < 6:  # annotations (SEG masks) on frames 6-9 only
+            (data / "01_GT" / "SEG" / f"man_seg{t:03d}.tif").unlink()
+    out = tmp_path / "model"
+    args = [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--replay",
+        "--steps",
+        "1",
+        "--val-frames",
+        "8:10",
+    ]
+    assert main([*args, "--init", "Fluo-N2DH-SIM+", "--batch-size", "1"]) == 0
+    frames = replay_frames(10, [6, 7, 8, 9])
+    assert frames  # the frames away from the annotations
+    err = capsys.readouterr().err
+    assert f"the starting model's results on {len(frames)} frames replayed" in err
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["data"] == ["data/01", "data/01-replay"]
+    assert card["training"]["replay"].startswith(("used", "not used"))
+    assert card["validation"]["frames"] == {"data/01": "8-9"}  # never the replay
+    assert main([*args[:3], str(tmp_path / "refused"), *args[4:]]) == 2
+    assert "give it with --init" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_val_frames_per_dataset():
     from napari_embedtrack.cli import _val_window
 

@@ -640,9 +640,13 @@ def run_train(args: argparse.Namespace) -> Path:
     from .engine.train import train
 
     cfg = train_config(args)
+    if args.replay and not args.init:
+        raise ValueError("--replay replays a starting model's results: give it with --init")
     sequences = [D.load_ctc_sequence(p) for p in args.data]
     if args.frames is not None:
         sequences = [D.keep_frames(s, args.frames) for s in sequences]
+    if args.replay:
+        sequences += _replays(sequences, args.init, args.device)
     gen = train(sequences, args.out, cfg, init=args.init, resume=args.resume, name=args.name)
     bar = None
     try:
@@ -674,6 +678,40 @@ def run_train(args: argparse.Namespace) -> Path:
             bar.close()
     _report_outcome(Path(out))
     return Path(out)
+
+
+def _replays(sequences: list, init: str, device: str) -> list:
+    """``--replay``: the starting model's results on each sequence's frames away from its
+    annotated (SEG) frames, tracked as ``embedtrack predict`` would (cell size measured)."""
+    from .engine.modelfile import load_model
+    from .engine.replay import model_replay
+
+    model = load_model(init, device="cpu")
+    replays = []
+    for seq in sequences:
+        bar = _tqdm(seq.n_frames, f"replay {seq.name}", "frame")
+        gen = model_replay(seq, model, device=device)
+        try:
+            while True:
+                p = next(gen)
+                if "frame" in p.info:
+                    bar.update(p.done - bar.n)
+        except StopIteration as stop:
+            replay = stop.value
+        finally:
+            bar.close()
+        if replay is None:
+            print(
+                f"{seq.name}: no frames to replay (its annotated frames cover it)", file=sys.stderr
+            )
+        else:
+            frames = len(replay.seg_frames)
+            print(
+                f"{seq.name}: the starting model's results on {frames} frames replayed",
+                file=sys.stderr,
+            )
+            replays.append(replay)
+    return replays
 
 
 def _report_outcome(model_dir: Path) -> None:
@@ -950,6 +988,13 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes the movie does not have; default 0: off; docs/models.md, session 15)",
     )
     tr.add_argument("--name", help="model name for the card (default: folder name)")
+    tr.add_argument(
+        "--replay",
+        action="store_true",
+        help="with --init: also train on the starting model's own results on the frames "
+        "away from the annotated ones (used only where the start segments the held-out "
+        "annotations well; docs/models.md, 'Fine-tuning with replay')",
+    )
     tr.add_argument(
         "--frames",
         type=_frames,
