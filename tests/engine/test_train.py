@@ -95,6 +95,19 @@ def test_window_tracking_oracle_and_a_broken_track():
     assert 0.9 < broken["TRA"] < 1.0
     assert not _window_tracking(s, [0, 2, 3], truth[[0, 2, 3]], lineage)  # not consecutive
 
+    # corrections spread over the movie: the frames between them are unknown, and the true
+    # tracks score 1 on the longest run of known frames (they scored TRA 0 against nothing)
+    spread = D.only_frames(s, [0, 1, 2, 4, 6, 7])
+    assert _window_tracking(spread, frames, truth, lineage) == {"TRA": 1.0, "CT": 1.0}
+    shifted = truth.copy()  # every cell wrong on frame 5 (unknown) only: nothing seen
+    shifted[5] = np.roll(shifted[5], 30, axis=1)
+    assert _window_tracking(spread, frames, shifted, lineage_from_labels(shifted)) == {
+        "TRA": 1.0,
+        "CT": 1.0,
+    }
+    assert _window_tracking(spread, [1, 2, 3], truth[1:4], lineage_from_labels(truth[1:4]))
+    assert not _window_tracking(spread, [3, 4, 5], truth[3:6], lineage_from_labels(truth[3:6]))
+
 
 def test_tiny_training_writes_model(tiny_model):
     out, records = tiny_model

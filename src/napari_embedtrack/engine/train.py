@@ -367,13 +367,31 @@ def _window_tracking(
     s: D.TrainingSequence, frames: list[int], tracked: np.ndarray, lineage: np.ndarray
 ) -> dict[str, float] | None:
     """Official TRA and CT (py-ctcmetrics) of tracked labels on consecutive frames of a
-    sequence; the sequence's known cell pixels (masks or markers) are the reference. None
-    when the frames are not consecutive or hold no reference."""
+    sequence; the sequence's known cell pixels (masks or markers) are the reference, on the
+    longest run of at least two consecutive frames that are not wholly unknown (corrections
+    spread over a movie leave the frames between them unknown: scored against nothing, a
+    model's cells there were all false, TRA 0). None when there is no such run or it holds
+    no reference."""
     from ..io import ctc
     from ..io.tracks import lineage_from_labels
 
     if len(frames) < 2 or frames != list(range(frames[0], frames[-1] + 1)):
         return None
+    runs: list[list[int]] = []
+    for i, t in enumerate(frames):
+        if s.ignore[t].all():  # a frame of which nothing is known
+            continue
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    run = max(runs, key=len, default=[])
+    if len(run) < 2:
+        return None
+    if len(run) < len(frames):  # the results clipped to the run, renumbered from 0
+        lo, hi = run[0], run[-1] + 1
+        clipped = ctc.GroundTruth(tra=tracked, seg={}, lineage=lineage).select_frames(lo, hi)
+        frames, tracked, lineage = frames[lo:hi], clipped.tra, clipped.lineage
     tra = s.track[frames].astype(np.uint16)
     gt = lineage_from_labels(tra)
     if gt.size == 0:
