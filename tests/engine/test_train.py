@@ -109,6 +109,16 @@ def test_window_tracking_oracle_and_a_broken_track():
     assert not _window_tracking(spread, [3, 4, 5], truth[3:6], lineage_from_labels(truth[3:6]))
 
 
+def test_unknown_frames_at_the_validation_windows_ends_are_left_out(tmp_path):
+    """Corrections spread over a movie: the held-out tail (frames 8-9) holds one corrected
+    frame, and only that frame is validated on."""
+    movie = make_movie(n_frames=10, shape=(64, 64), n_cells=3, seed=1, radius=(5.0, 7.0))
+    full = D.sequence_from_arrays("spread", movie.image, movie.labels, movie.lineage)
+    spread = D.only_frames(full, [0, 1, 2, 3, 9])
+    out, _ = _run(train([spread], tmp_path / "m", _config(steps=1, val_fraction=0.2)))
+    assert read_card(out).validation["frames"] == {spread.name: "9-9"}
+
+
 def test_tiny_training_writes_model(tiny_model):
     out, records = tiny_model
     assert _steps(records) == [1, 2, 3]
