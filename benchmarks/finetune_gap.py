@@ -13,7 +13,9 @@ SEG / TRA / CT / tracks, plus the SEG of the raw clusters (no clean-up, no linki
 figure this benchmark printed until session 19). ``--replay``: the starting model's own
 results on the whole movie (tracked as above) are trained on beside the corrections, on
 the frames :func:`engine.data.replay_frames` picks (what the fine-tune widget does with a
-plugin result). Prints one JSON object.
+plugin result). ``--spread``: the N annotated frames spread evenly over the movie instead
+of its first N (scored on the same frames; the corrections among them are trained on).
+Prints one JSON object.
 
     python benchmarks/finetune_gap.py --model Fluo-N2DH-SIM+ \\
         --data ../shared/data/ctc/Fluo-N2DH-GOWT1 --annotated 5 --minutes 10 --until 48 \\
@@ -86,6 +88,13 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="CTC dataset folder (sequence 01 is used)")
     p.add_argument("--annotated", type=int, default=5)
+    p.add_argument(
+        "--spread",
+        action="store_true",
+        help="the N annotated frames spread evenly over the movie (up to --until) instead of "
+        "its first N; the frames scored stay those after its first N annotated frames (the "
+        "corrections among them included)",
+    )
     p.add_argument("--until", type=int, help="score frames up to this one (exclusive)")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--steps", type=int, help="default: the recipe's")
@@ -95,14 +104,23 @@ def main() -> None:
     p.add_argument("--cell-diameter", default="auto", help="px, auto or model (as trained)")
     p.add_argument("--tta", action="store_true", help="score with test-time augmentation")
     p.add_argument("--replay", action="store_true", help="train on the start's results too")
+    p.add_argument(
+        "--replay-share", type=float, help="fraction of the pairs drawn from the replayed frames"
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cell_diameter = parse_cell_diameter(args.cell_diameter)
 
     data = Path(args.data)
     seq = D.load_ctc_sequence(data)
-    ann = sorted(seq.seg_frames)[: args.annotated]
-    frames = slice(ann[-1] + 1, min(args.until or seq.n_frames, seq.n_frames))
+    until = min(args.until or seq.n_frames, seq.n_frames)
+    annotated = sorted(seq.seg_frames)
+    frames = slice(annotated[args.annotated - 1] + 1, until)
+    if args.spread:
+        within = [t for t in annotated if t < until]
+        ann = [within[round(i)] for i in np.linspace(0, len(within) - 1, args.annotated)]
+    else:
+        ann = annotated[: args.annotated]
     with tempfile.TemporaryDirectory() as tmp:
         gt = Path(tmp) / "GT"
         truth = ctc.read_ground_truth(data / "01_GT").select_frames(frames.start, frames.stop)
@@ -124,6 +142,7 @@ def main() -> None:
             "lr": args.lr,
             "train_parts": args.train_parts,
             "anchor": args.anchor,
+            "replay_share": args.replay_share,
         }
         cfg = TrainConfig.for_finetuning(
             max_seconds=args.minutes * 60,
@@ -140,7 +159,7 @@ def main() -> None:
             {
                 "model": str(args.model),
                 "data": seq.name,
-                "annotated_frames": ann,
+                "annotated_frames": [int(t) for t in ann],
                 "scored_frames": f"{frames.start}-{frames.stop - 1}",
                 "cell_diameter": args.cell_diameter,
                 "tta": args.tta,
@@ -156,6 +175,7 @@ def main() -> None:
                 "anchor": cfg.anchor,
                 "outcome": card.training.get("outcome"),
                 "replay": card.training.get("replay"),
+                "replay_share": cfg.replay_share,
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])
                 ),

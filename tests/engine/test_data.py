@@ -652,3 +652,20 @@ def test_replay_sequence_holds_the_results_on_its_frames_only():
     assert D.only_frames(seq, [2]).replay
     with pytest.raises(ValueError, match="no frames to replay"):
         D.replay_sequence("r", corrections, movie.labels, movie.lineage, [])
+
+
+def test_pair_sampler_share_of_a_group_of_sequences():
+    """``set_share``: the replayed sequence's pairs drawn a given fraction of the time, the
+    weights within each group kept."""
+    movie = make_movie(n_frames=10, shape=(48, 48), n_cells=2, seed=3)
+    corrections = D.sequence_from_arrays("c", movie.image, movie.labels, movie.lineage, [0, 1, 2])
+    replay = D.replay_sequence("r", corrections, movie.labels, movie.lineage, [4, 5, 7, 8, 9])
+    sampler = D.PairSampler([corrections, replay], [[1, 2], list(range(1, 10))], 32)
+    group = np.array([i == 1 for i, _ in sampler.pairs])
+    before = sampler.weights.copy()
+    assert before[group].sum() > 0.7  # by frame, the replay's pairs dominate
+    sampler.set_share({1}, 0.5)
+    assert sampler.weights[group].sum() == pytest.approx(0.5)
+    np.testing.assert_allclose(
+        sampler.weights[group] / sampler.weights[group].sum(), before[group] / before[group].sum()
+    )

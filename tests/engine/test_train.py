@@ -601,6 +601,10 @@ def test_replayed_results_are_trained_on_and_never_validated_on(tmp_path):
         with pytest.raises(ValueError, match=r"corrections|starting model"):
             run(train(bad, tmp_path / "refused", cfg, init=init))
         assert not (tmp_path / "refused").exists()
+    with pytest.raises(ValueError, match="replay_share must lie between 0 and 1"):
+        shared = dataclasses.replace(cfg, replay_share=1.5)
+        run(train([corrections, replay], tmp_path / "refused", shared, init=start))
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_poor_starting_models_results_are_not_replayed(sequence, tiny_model, tmp_path):

@@ -606,6 +606,17 @@ class PairSampler:
         self.pairs = [self.pairs[k] for k in idx]
         self.weights = self.weights[idx] / self.weights[idx].sum()
 
+    def set_share(self, group: set[int], share: float) -> None:
+        """Draw the pairs of the sequences with these indices ``share`` of the time (their
+        weights among themselves kept), the others the rest."""
+        inside = np.array([i in group for i, _ in self.pairs])
+        if inside.all() or not inside.any():
+            return
+        w = self.weights.copy()
+        w[inside] *= share / w[inside].sum()
+        w[~inside] *= (1.0 - share) / w[~inside].sum()
+        self.weights = w / w.sum()
+
     #: pixels of a frame's subsample that intensity augmentation re-normalises with
     REFERENCE_PIXELS = 16384
 

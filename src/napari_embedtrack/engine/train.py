@@ -95,6 +95,10 @@ class TrainConfig:
             workers; each has its own random stream). 0: one background thread in this
             process. None: up to 8 on a GPU (one crop costs 30-50 ms of CPU, a GPU step of
             16 crops a few ms), 0 on a CPU (the cores are busy with the network).
+        replay_share: fine-tuning with replay: the fraction of the training pairs drawn
+            from the replayed sequences where they are used; None: as the pairs' weights
+            fall (by frame: with SIM+ 01's first five frames corrected and 40 replayed,
+            94 % replayed).
     """
 
     steps: int = 0
@@ -117,6 +121,7 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     train_parts: str = "all"
     anchor: float = 0.0
+    replay_share: float | None = None
     workers: int | None = None
     schedule: str = "steps"
 
@@ -511,6 +516,8 @@ def train(
     scale = None if cfg.scale is None else check_scale(cfg.scale)
     if cfg.schedule not in ("steps", "time"):
         raise ValueError(f"schedule must be 'steps' or 'time', got {cfg.schedule!r}")
+    if cfg.replay_share is not None and not 0.0 < cfg.replay_share < 1.0:
+        raise ValueError(f"replay_share must lie between 0 and 1, got {cfg.replay_share}")
     if cfg.schedule == "time" and not cfg.max_seconds:
         raise ValueError("schedule 'time' needs a time budget (max_seconds / --max-minutes)")
     train_frames, val_frames = [], []  # split first: a bad window must not leave a folder
@@ -573,6 +580,10 @@ def train(
         # crops come from the sequences at the model's scale; validation on the originals
         scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
         return D.PairSampler(scaled, train_frames, card.crop_size, cfg.augment, cfg.seed)
+
+    def share_replay(sampler: D.PairSampler) -> None:
+        if cfg.replay_share is not None:
+            sampler.set_share({i for i, s in enumerate(sequences) if s.replay}, cfg.replay_share)
 
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
@@ -703,12 +714,14 @@ def train(
     if init is not None and not resume:
         # the stop rule: the starting model is the one to beat
         start_metrics = gate = validation()
-        if _gate_replay(sequences, sampler, card, gate) and fit_cells(with_replay=True):
-            # the start's results are good: their cells (the whole movie's, where the
-            # corrections may be its first frames only) set the size; the start is the one
-            # to beat at that size
-            sampler = make_sampler()
-            start_metrics = validation()
+        if _gate_replay(sequences, sampler, card, gate):
+            if fit_cells(with_replay=True):
+                # the start's results are good: their cells (the whole movie's, where the
+                # corrections may be its first frames only) set the size; the start is the
+                # one to beat at that size
+                sampler = make_sampler()
+                start_metrics = validation()
+            share_replay(sampler)
         if "score" in start_metrics:
             best = start_metrics["score"]
             # the figures replay was decided on, for a resumed run to decide the same
@@ -729,9 +742,11 @@ def train(
     elif resume:  # as decided before the stop (no start figures: no SEG, not used)
         start = history[0] if history and history[0].get("step") == 0 else {}
         start = start.get("gate", start)
-        if _gate_replay(sequences, sampler, card, start) and fit_cells(with_replay=True):
-            sampler = make_sampler()
-            sampler.rng = np.random.default_rng([cfg.seed, step])
+        if _gate_replay(sequences, sampler, card, start):
+            if fit_cells(with_replay=True):
+                sampler = make_sampler()
+                sampler.rng = np.random.default_rng([cfg.seed, step])
+            share_replay(sampler)
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
