@@ -98,7 +98,8 @@ class TrainConfig:
         replay_share: fine-tuning with replay: the fraction of the training pairs drawn
             from the replayed sequences where they are used; None: as the pairs' weights
             fall (by frame: with SIM+ 01's first five frames corrected and 40 replayed,
-            94 % replayed).
+            94 % replayed). Half gave better lineages on one case and worse on another
+            (docs/models.md, "Fine-tuning with replay"), so it is not the default.
     """
 
     steps: int = 0
@@ -320,7 +321,7 @@ def _gate_replay(sequences, sampler: D.PairSampler, card: ModelCard, start: dict
     if seg is not None and seg >= REPLAY_MIN_SEG:
         card.training["replay"] = (
             f"used: the starting model's SEG on the corrections {seg:.3f}; the cells' size "
-            "and the training scale from the corrections and the replayed results"
+            "from the corrections and the replayed results"
         )
         return True
     sampler.keep_sequences(set(range(len(sequences))) - replays)
