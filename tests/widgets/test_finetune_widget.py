@@ -182,6 +182,19 @@ def test_finetune_defaults_follow_the_last_run(qtbot, loop, tiny_model):
     assert "replayed" not in tune._review.value
     tune._replay.value = True
 
+    assert "tip: frames spread" not in tune._review.value  # frames 3-7 of 0-9
+
+    viewer.dims.set_current_step(0, 3)
+    tune.toggle_current_frame()  # 3 and 7 forgotten: frame 6 alone of 0-9 is bunched
+    viewer.dims.set_current_step(0, 7)
+    tune.toggle_current_frame()
+    assert "training frames: 6\n" in tune._review.value
+    assert "tip: frames spread over the movie" in tune._review.value
+    viewer.dims.set_current_step(0, 0)
+    tune.toggle_current_frame()  # and frame 0 confirmed: spread again
+    assert "tip: frames spread" not in tune._review.value
+    assert reviewed_frames(result) == ([6], [0])
+
     tune._reviewed_only.value = False  # every labelled frame of the range
     tune._first.value = 5
     assert tune._training_frames() == [t for t in range(5, 10) if result.data[t].any()]
