@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--cell-diameter", default="auto", help="px, auto or model (as trained)")
     p.add_argument("--tta", action="store_true", help="score with test-time augmentation")
     p.add_argument("--replay", action="store_true", help="train on the start's results too")
+    p.add_argument("--freeze-norm", action="store_true", help="BatchNorm statistics kept")
     p.add_argument(
         "--replay-share", type=float, help="fraction of the pairs drawn from the replayed frames"
     )
@@ -143,6 +144,7 @@ def main() -> None:
             "train_parts": args.train_parts,
             "anchor": args.anchor,
             "replay_share": args.replay_share,
+            "freeze_norm": args.freeze_norm or None,
         }
         cfg = TrainConfig.for_finetuning(
             max_seconds=args.minutes * 60,
@@ -176,6 +178,7 @@ def main() -> None:
                 "outcome": card.training.get("outcome"),
                 "replay": card.training.get("replay"),
                 "replay_share": cfg.replay_share,
+                "freeze_norm": cfg.freeze_norm,
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])
                 ),

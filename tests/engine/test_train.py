@@ -119,6 +119,32 @@ def test_unknown_frames_at_the_validation_windows_ends_are_left_out(tmp_path):
     assert read_card(out).validation["frames"] == {spread.name: "9-9"}
 
 
+def test_freeze_norm_keeps_the_batchnorm_statistics(tmp_path, sequence, tiny_model):
+    """``freeze_norm``: the weights train, the BatchNorm running statistics stay the
+    starting model's; without it they move."""
+    start_dir, _ = tiny_model
+    start = load_model(start_dir).net.state_dict()
+
+    def trained(freeze: bool) -> dict:
+        cfg = TrainConfig.for_finetuning(
+            steps=2, val_every=0, device="cpu", amp=False, batch_size=1, freeze_norm=freeze
+        )
+        cfg = dataclasses.replace(cfg, val_fraction=0.2, lr=1e-3)
+        gen = train([sequence], tmp_path / str(freeze), cfg, init=start_dir)
+        _run(_track(gen, []))
+        ck = torch.load(tmp_path / str(freeze) / CHECKPOINT, weights_only=True)
+        return ck["model"]
+
+    for freeze in (True, False):
+        after = trained(freeze)
+        stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+        weights = [k for k in start if k.endswith("weight") and "bn" not in k]
+        assert stats and weights
+        kept = all(torch.equal(after[k], start[k]) for k in stats)
+        assert kept == freeze
+        assert not all(torch.equal(after[k], start[k]) for k in weights)
+
+
 def test_tiny_training_writes_model(tiny_model):
     out, records = tiny_model
     assert _steps(records) == [1, 2, 3]
