@@ -103,6 +103,8 @@ class TrainConfig:
         freeze_norm: keep the BatchNorm layers' running statistics as they are (they are
             updated by every training step otherwise: two steps at a learning rate of
             1e-12 moved the SIM+ model's SEG on GOWT1 01's dim copy from 0.58 to 0.46).
+            Fine-tunes with it scored as without (docs/models.md, "Fine-tuning with
+            replay"), so it is off.
     """
 
     steps: int = 0
