@@ -684,20 +684,20 @@ def _replays(sequences: list, init: str, device: str) -> list:
     """``--replay``: the starting model's results on each sequence's frames away from its
     annotated (SEG) frames, tracked as ``embedtrack predict`` would (cell size measured)."""
     from .engine.modelfile import load_model
+    from .engine.progress import run
     from .engine.replay import model_replay
 
     model = load_model(init, device="cpu")
     replays = []
     for seq in sequences:
         bar = _tqdm(seq.n_frames, f"replay {seq.name}", "frame")
-        gen = model_replay(seq, model, device=device)
+
+        def show(p, bar=bar) -> None:
+            if "frame" in p.info:  # the tracking's frames (not the cell-size estimate's)
+                bar.update(p.done - bar.n)
+
         try:
-            while True:
-                p = next(gen)
-                if "frame" in p.info:
-                    bar.update(p.done - bar.n)
-        except StopIteration as stop:
-            replay = stop.value
+            replay = run(model_replay(seq, model, device=device), show)
         finally:
             bar.close()
         if replay is None:

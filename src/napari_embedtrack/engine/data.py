@@ -85,6 +85,11 @@ class TrainingSequence:
     def n_frames(self) -> int:
         return self.image.shape[0]
 
+    def known_frames(self) -> np.ndarray:
+        """Per frame, whether anything of it is known (not every pixel ignored: the frames
+        between a person's corrections are wholly unknown)."""
+        return ~self.ignore.reshape(self.n_frames, -1).all(axis=1)
+
 
 def _match_seg_to_markers(seg: np.ndarray, markers: np.ndarray, fresh: int) -> np.ndarray:
     """Relabel a SEG mask (Y, X) with the track id of the marker it overlaps most.
@@ -583,7 +588,7 @@ class PairSampler:
             raise ValueError("no training pairs: every sequence needs at least two frames")
         # pairs of two entirely unknown frames (unannotated frames of sparse corrections)
         # teach nothing: leave them out
-        known = [[not bool(f.all()) for f in s.ignore] for s in sequences]
+        known = [s.known_frames() for s in sequences]
         self.pairs = [(i, t) for i, t in self.pairs if known[i][t - 1] or known[i][t]]
         if not self.pairs:
             raise ValueError("no training pairs: the training frames hold no labels")

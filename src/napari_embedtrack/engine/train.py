@@ -390,8 +390,9 @@ def _window_tracking(
     if len(frames) < 2 or frames != list(range(frames[0], frames[-1] + 1)):
         return None
     runs: list[list[int]] = []
+    known = s.known_frames()
     for i, t in enumerate(frames):
-        if s.ignore[t].all():  # a frame of which nothing is known
+        if not known[t]:
             continue
         if runs and runs[-1][-1] == i - 1:
             runs[-1].append(i)
@@ -541,7 +542,8 @@ def train(
             # frames of which nothing is known at the window's ends are not validated on
             # (spread corrections: SIM+ 01 corrected at 0/16/32/48/64 held out 52-64 to
             # score frame 64)
-            known = [t for t in va if not s.ignore[t].all()]
+            has = s.known_frames()
+            known = [t for t in va if has[t]]
             va = va[va.index(known[0]) : va.index(known[-1]) + 1] if known else va
         train_frames.append(tr)
         val_frames.append(va)
@@ -588,9 +590,20 @@ def train(
         scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
         return D.PairSampler(scaled, train_frames, card.crop_size, cfg.augment, cfg.seed)
 
-    def share_replay(sampler: D.PairSampler) -> None:
+    def use_replay(start: dict) -> bool:
+        """Replay decided on the starting model's figures (:func:`_gate_replay`); where
+        used, the card fitted to the replayed results' cells too and the replayed pairs
+        given their share. True when that changed the card (a new sampler, and the start
+        is to be validated again)."""
+        nonlocal sampler
+        if not _gate_replay(sequences, sampler, card, start):
+            return False
+        refit = fit_cells(with_replay=True)
+        if refit:
+            sampler = make_sampler()
         if cfg.replay_share is not None:
             sampler.set_share({i for i, s in enumerate(sequences) if s.replay}, cfg.replay_share)
+        return refit
 
     card.name = name or out_dir.name
     card.dropout = cfg.dropout if init is None else card.dropout
@@ -726,14 +739,11 @@ def train(
     if init is not None and not resume:
         # the stop rule: the starting model is the one to beat
         start_metrics = gate = validation()
-        if _gate_replay(sequences, sampler, card, gate):
-            if fit_cells(with_replay=True):
-                # the start's results are good: their cells (the whole movie's, where the
-                # corrections may be its first frames only) set the size; the start is the
-                # one to beat at that size
-                sampler = make_sampler()
-                start_metrics = validation()
-            share_replay(sampler)
+        if use_replay(gate):
+            # the start's results are good: their cells (the whole movie's, where the
+            # corrections may be its first frames only) set the size; the start is the one
+            # to beat at that size
+            start_metrics = validation()
         if "score" in start_metrics:
             best = start_metrics["score"]
             # the figures replay was decided on, for a resumed run to decide the same
@@ -753,12 +763,8 @@ def train(
             )
     elif resume:  # as decided before the stop (no start figures: no SEG, not used)
         start = history[0] if history and history[0].get("step") == 0 else {}
-        start = start.get("gate", start)
-        if _gate_replay(sequences, sampler, card, start):
-            if fit_cells(with_replay=True):
-                sampler = make_sampler()
-                sampler.rng = np.random.default_rng([cfg.seed, step])
-            share_replay(sampler)
+        if use_replay(start.get("gate", start)):
+            sampler.rng = np.random.default_rng([cfg.seed, step])
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
