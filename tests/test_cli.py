@@ -274,6 +274,25 @@ def test_finetune_with_replay(synthetic_ctc, tmp_path, capsys):
     assert not (tmp_path / "refused").exists()
 
 
+def test_finetune_with_replay_interrupted(synthetic_ctc, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the starting model tracks the movie: one line, exit 130, no folder."""
+    import napari_embedtrack.engine.replay as replay
+
+    def interrupted(*_args, **_kw):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(replay, "model_replay", interrupted)
+    out = tmp_path / "model"
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["train", str(synthetic_ctc), "--init", "Fluo-N2DH-SIM+", "--replay", "--out", str(out)]
+        )
+    assert stop.value.code == 130
+    assert "interrupted while the starting model tracked the movies" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_val_frames_per_dataset():
     from napari_embedtrack.cli import _val_window
 

@@ -646,7 +646,14 @@ def run_train(args: argparse.Namespace) -> Path:
     if args.frames is not None:
         sequences = [D.keep_frames(s, args.frames) for s in sequences]
     if args.replay:
-        sequences += _replays(sequences, args.init, args.device)
+        try:
+            sequences += _replays(sequences, args.init, args.device)
+        except KeyboardInterrupt:
+            print(
+                "\ninterrupted while the starting model tracked the movies: nothing written",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
     gen = train(sequences, args.out, cfg, init=args.init, resume=args.resume, name=args.name)
     bar = None
     try:
