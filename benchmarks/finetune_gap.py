@@ -108,6 +108,7 @@ def main() -> None:
     p.add_argument(
         "--replay-share", type=float, help="fraction of the pairs drawn from the replayed frames"
     )
+    p.add_argument("--seed", type=int, help="training seed (default: the recipe's)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cell_diameter = parse_cell_diameter(args.cell_diameter)
@@ -136,7 +137,7 @@ def main() -> None:
             run_predict(data / "01", start, results, device="cpu", progress=False,
                         tta=args.tta, cell_diameter=cell_diameter, warn=lambda _: None)  # fmt: skip
             labels, lineage = ctc.read_results(results)[:2]
-            replayed = D.replay_frames(seq.n_frames, ann)
+            replayed = D.pairs_with_cells(D.replay_frames(seq.n_frames, ann), labels)
             sequences.append(D.replay_sequence("replay", seq, labels, lineage, replayed))
         given = {
             "steps": args.steps,
@@ -145,6 +146,7 @@ def main() -> None:
             "anchor": args.anchor,
             "replay_share": args.replay_share,
             "freeze_norm": args.freeze_norm or None,
+            "seed": args.seed,
         }
         cfg = TrainConfig.for_finetuning(
             max_seconds=args.minutes * 60,
@@ -179,6 +181,7 @@ def main() -> None:
                 "replay": card.training.get("replay"),
                 "replay_share": cfg.replay_share,
                 "freeze_norm": cfg.freeze_norm,
+                "seed": cfg.seed,
                 "mean_annotated_cells_per_frame": float(
                     np.mean([len(np.unique(seq.seg[t])) - 1 for t in ann])
                 ),

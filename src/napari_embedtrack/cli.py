@@ -709,7 +709,9 @@ def _replays(sequences: list, init: str, device: str) -> list:
             bar.close()
         if replay is None:
             print(
-                f"{seq.name}: no frames to replay (its annotated frames cover it)", file=sys.stderr
+                f"{seq.name}: no frames to replay (its annotated frames cover it, or the "
+                "starting model found no cells away from them)",
+                file=sys.stderr,
             )
         else:
             frames = len(replay.seg_frames)

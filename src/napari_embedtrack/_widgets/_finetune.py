@@ -43,7 +43,12 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QMessageBox
 
-from ..engine.data import replay_frames, replay_sequence, sequence_from_arrays
+from ..engine.data import (
+    pairs_with_cells,
+    replay_frames,
+    replay_sequence,
+    sequence_from_arrays,
+)
 from ..engine.modelfile import CARD, list_models, read_card, user_model_dir
 from ..engine.progress import Progress
 from ..engine.train import CHECKPOINT, VALIDATION_MEASURES, VALIDATION_STYLES, TrainConfig, train
@@ -330,8 +335,7 @@ class FineTuneWidget(Container):
         corrected, confirmed = reviewed_frames(self._labels.value)
         known = set(annotated) | set(corrected) | set(confirmed)
         frames = [first + t for t in replay_frames(last - first + 1, [t - first for t in known])]
-        pairs = {t for t in frames if t - 1 in frames and labels[t].any() and labels[t - 1].any()}
-        return sorted({f for t in pairs for f in (t - 1, t)})
+        return pairs_with_cells(frames, labels)
 
     def _show_review(self, _event=None) -> None:
         corrected, confirmed = reviewed_frames(self._labels.value)

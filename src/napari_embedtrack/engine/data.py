@@ -356,6 +356,18 @@ def replay_frames(n_frames: int, corrected: Iterable[int], every: int = REPLAY_E
     return sorted({f for t in candidates[::every] for f in (t - 1, t)})
 
 
+def pairs_with_cells(frames: Iterable[int], labels: np.ndarray) -> list[int]:
+    """The pairs (t-1, t) of ``frames`` (as :func:`replay_frames` returns them) in which
+    ``labels`` has cells in both frames; sorted.
+
+    A frame of a model's results without a single cell is a frame it failed on or was not
+    run on (a partial result in the viewer), not a frame known to be empty: replayed, it
+    would teach "background everywhere" where the corrections say nothing."""
+    chosen = set(frames)
+    pairs = {t for t in chosen if t - 1 in chosen and labels[t].any() and labels[t - 1].any()}
+    return sorted({f for t in pairs for f in (t - 1, t)})
+
+
 def replay_sequence(
     name: str,
     beside: TrainingSequence,

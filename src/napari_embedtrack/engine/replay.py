@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 
 from .cellsize import AUTO, fit_model
-from .data import REPLAY_EVERY, TrainingSequence, replay_frames, replay_sequence
+from .data import (
+    REPLAY_EVERY,
+    TrainingSequence,
+    pairs_with_cells,
+    replay_frames,
+    replay_sequence,
+)
 from .modelfile import LoadedModel, load_model
 from .pipeline import track_movie
 from .progress import Progress
@@ -30,8 +36,10 @@ def model_replay(
 ) -> Generator[Progress, None, TrainingSequence | None]:
     """The starting ``model``'s results on ``seq`` as a replayed sequence named
     ``<seq.name>-replay`` beside it (:func:`.data.replay_sequence`), the frames annotated
-    in ``seq`` (its SEG frames) being the corrections. None when no frame is left to replay
-    (the annotations cover the movie) or ``should_stop`` stopped the run.
+    in ``seq`` (its SEG frames) being the corrections. Pairs in which the model found no
+    cell in a frame are left out (:func:`.data.pairs_with_cells`), as the fine-tune widget
+    leaves them out. None when no frame is left to replay (the annotations cover the movie,
+    or the model found cells on none of the frames) or ``should_stop`` stopped the run.
 
     Yields the cell-size estimate's and the tracking's progress (per frame)."""
     frames = replay_frames(seq.n_frames, seq.seg_frames, every)
@@ -47,5 +55,8 @@ def model_replay(
         movie, fitted, device=device, keep_outputs=False, should_stop=should_stop
     )
     if not result.complete:
+        return None
+    frames = pairs_with_cells(frames, result.labels)  # a frame without cells: not known empty
+    if not frames:
         return None
     return replay_sequence(f"{seq.name}-replay", seq, result.labels, result.lineage, frames)
