@@ -109,6 +109,35 @@ def test_window_tracking_oracle_and_a_broken_track():
     assert not _window_tracking(spread, [3, 4, 5], truth[3:6], lineage_from_labels(truth[3:6]))
 
 
+def test_window_tracking_on_partly_corrected_frames():
+    """Frames where a person corrected some cells and left the rest: the cells found beside
+    them are neither right nor wrong (they scored as false: TRA 0.88, CT 0.4 for the true
+    tracks);
+    a wrong track among the corrected cells still counts."""
+    from napari_embedtrack.engine.train import _window_tracking
+    from napari_embedtrack.io.tracks import lineage_from_labels
+
+    movie = make_movie(n_frames=8, shape=(96, 96), n_cells=4, seed=9, radius=(6.0, 8.0))
+    truth = movie.labels.astype(np.int32)
+    lineage = np.asarray(movie.lineage, dtype=np.int64)
+    keep = [int(r[0]) for r in lineage if r[1] == 0 and r[2] == 7][:2]
+    assert len(keep) == 2
+    corrected = np.where(np.isin(truth, keep), truth, 0)
+    frames = list(range(8))
+    s = D.sequence_from_arrays(
+        "partial", movie.image, corrected, lineage, annotated_frames=[], sparse_frames=frames
+    )
+    assert s.partial_frames().all()
+    full = D.sequence_from_arrays("full", movie.image, corrected, lineage)
+    assert not full.partial_frames().any()  # its background is known
+    assert _window_tracking(s, frames, truth, lineage) == {"TRA": 1.0, "CT": 1.0}
+    assert _window_tracking(full, frames, truth, lineage)["TRA"] < 1.0  # the others false
+    cut = truth.copy()  # a corrected cell's track broken halfway: seen
+    cut[4:][cut[4:] == keep[0]] = int(truth.max()) + 1
+    broken = _window_tracking(s, frames, cut, lineage_from_labels(cut))
+    assert broken["CT"] < 1.0
+
+
 def test_unknown_frames_at_the_validation_windows_ends_are_left_out(tmp_path):
     """Corrections spread over a movie: the held-out tail (frames 8-9) holds one corrected
     frame, and only that frame is validated on."""

@@ -90,6 +90,14 @@ class TrainingSequence:
         between a person's corrections are wholly unknown)."""
         return ~self.ignore.reshape(self.n_frames, -1).all(axis=1)
 
+    def partial_frames(self) -> np.ndarray:
+        """Per frame, whether only some of its cells are known: no pixel of it is known
+        background (a frame where a person corrected some cells and left the rest,
+        ``sparse_frames``), yet not wholly unknown. A cell found there away from the known
+        ones is neither right nor wrong."""
+        open_ = (self.ignore | (self.track > 0)).reshape(self.n_frames, -1).all(axis=1)
+        return open_ & self.known_frames()
+
 
 def _match_seg_to_markers(seg: np.ndarray, markers: np.ndarray, fresh: int) -> np.ndarray:
     """Relabel a SEG mask (Y, X) with the track id of the marker it overlaps most.

@@ -382,10 +382,11 @@ def _window_tracking(
     sequence; the sequence's known cell pixels (masks or markers) are the reference, on the
     longest run of at least two consecutive frames that are not wholly unknown (corrections
     spread over a movie leave the frames between them unknown: scored against nothing, a
-    model's cells there were all false, TRA 0). None when there is no such run or it holds
-    no reference."""
+    model's cells there were all false, TRA 0). On frames where only some cells are known
+    (:meth:`~.data.TrainingSequence.partial_frames`) the cells found away from them are left
+    out, not counted false. None when there is no such run or it holds no reference."""
     from ..io import ctc
-    from ..io.tracks import lineage_from_labels
+    from ..io.tracks import consistent_tracks, lineage_from_labels
 
     if len(frames) < 2 or frames != list(range(frames[0], frames[-1] + 1)):
         return None
@@ -405,6 +406,14 @@ def _window_tracking(
         lo, hi = run[0], run[-1] + 1
         clipped = ctc.GroundTruth(tra=tracked, seg={}, lineage=lineage).select_frames(lo, hi)
         frames, tracked, lineage = frames[lo:hi], clipped.tra, clipped.lineage
+    partial = s.partial_frames()[frames]
+    if partial.any():  # cells found beside a partial correction: not scored (not false)
+        tracked = np.array(tracked, copy=True)
+        for i in np.flatnonzero(partial):
+            found = tracked[i]
+            seen = np.unique(found[s.track[frames[i]] > 0])
+            found[(found > 0) & ~np.isin(found, seen)] = 0
+        tracked, lineage = consistent_tracks(tracked, lineage)
     tra = s.track[frames].astype(np.uint16)
     gt = lineage_from_labels(tra)
     if gt.size == 0:
