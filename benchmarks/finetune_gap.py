@@ -104,7 +104,11 @@ def main() -> None:
     p.add_argument("--cell-diameter", default="auto", help="px, auto or model (as trained)")
     p.add_argument("--tta", action="store_true", help="score with test-time augmentation")
     p.add_argument("--replay", action="store_true", help="train on the start's results too")
-    p.add_argument("--freeze-norm", action="store_true", help="BatchNorm statistics kept")
+    p.add_argument(
+        "--freeze-norm",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm statistics kept (default: the recipe's, on since session 21)",
+    )
     p.add_argument(
         "--replay-share", type=float, help="fraction of the pairs drawn from the replayed frames"
     )
@@ -145,7 +149,7 @@ def main() -> None:
             "train_parts": args.train_parts,
             "anchor": args.anchor,
             "replay_share": args.replay_share,
-            "freeze_norm": args.freeze_norm or None,
+            "freeze_norm": args.freeze_norm,
             "seed": args.seed,
         }
         cfg = TrainConfig.for_finetuning(

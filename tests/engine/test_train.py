@@ -164,6 +164,8 @@ def test_freeze_norm_keeps_the_batchnorm_statistics(tmp_path, sequence, tiny_mod
         ck = torch.load(tmp_path / str(freeze) / CHECKPOINT, weights_only=True)
         return ck["model"]
 
+    assert TrainConfig.for_finetuning().freeze_norm  # the recipe's; from scratch not
+    assert not TrainConfig().freeze_norm
     for freeze in (True, False):
         after = trained(freeze)
         stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
