@@ -1,8 +1,8 @@
 """A CTC dataset whose SEG masks are filled in with a model's masks matched to the truth's
 markers (pseudo-labels), for training on every frame of a sparsely annotated movie.
 
-GOWT1 01 has complete masks on two frames only (31 and 33) and masks of one or two dim cells
-on 28 more, but TRA markers for every cell in every frame. A model's masks that match a
+GOWT1 01 has complete masks on four frames only (21, 31, 33, 39) and masks of one to three
+dim cells on 26 more, but TRA markers for every cell in every frame. A model's masks that match a
 marker one to one (the marker mostly inside the mask, no other marker in it, no other mask
 on the marker) are nearly always right; with them every frame teaches every cell, and
 training on dimmed copies of those frames teaches the model to give on dim frames the masks
