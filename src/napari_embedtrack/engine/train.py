@@ -103,11 +103,11 @@ class TrainConfig:
         freeze_norm: keep the BatchNorm layers' running statistics as they are (they are
             updated by every training step otherwise: two steps at a learning rate of
             1e-12 moved the SIM+ model's SEG on GOWT1 01's dim copy from 0.58 to 0.46).
-            On in the fine-tuning recipe (:meth:`for_finetuning`): over six paired
-            fine-tunes (three seeds of GOWT1 on MSC, three of GOWT1 on SIM+) SEG / TRA / CT
-            +0.005 / +0.017 / +0.020 on average, +0.014 / +0.032 / +0.036 on MSC with a third of
-            the spread of SEG between seeds (docs/models.md, "Fine-tuning with replay"). Off for
-            training from scratch, where the statistics have to be learnt.
+            On in the fine-tuning recipe (:meth:`for_finetuning`): over seven paired
+            fine-tunes (three seeds of GOWT1 on MSC, four runs of GOWT1 on SIM+) SEG / TRA /
+            CT +0.004 / +0.015 / +0.026 on average, +0.014 / +0.032 / +0.036 on MSC with a
+            third of the spread of SEG between seeds (docs/models.md, "Fine-tuning with
+            replay"). Off for training from scratch, where the statistics are learnt.
     """
 
     steps: int = 0
