@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_embedtrack.cli import _frames
 from napari_embedtrack.io import ctc
 
 MARKER_INSIDE = 0.5  #: share of a marker's pixels that must lie in its mask
@@ -38,38 +39,34 @@ MARKER_INSIDE = 0.5  #: share of a marker's pixels that must lie in its mask
 def matched_masks(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
     """The masks of ``labels`` (Y, X) matched one to one to ``markers`` (Y, X), relabelled
     with the marker's id; the rest 0."""
-    out = np.zeros(labels.shape, np.int32)
     fg = (labels > 0) & (markers > 0)
-    pairs, counts = np.unique(
+    (labs, marks), counts = np.unique(
         np.stack([labels[fg], markers[fg]]).astype(np.int64), axis=1, return_counts=True
     )
+    markers_in_mask, masks_on_marker = np.bincount(labs), np.bincount(marks)
     marker_size = np.bincount(markers.ravel().astype(np.int64))
-    masks_of: dict[int, list[int]] = {}
-    markers_of: dict[int, list[int]] = {}
-    for (lab, mark), _ in zip(pairs.T, counts, strict=True):
-        masks_of.setdefault(int(mark), []).append(int(lab))
-        markers_of.setdefault(int(lab), []).append(int(mark))
-    for (lab, mark), c in zip(pairs.T, counts, strict=True):
-        lab, mark = int(lab), int(mark)
-        one_to_one = len(markers_of[lab]) == 1 and len(masks_of[mark]) == 1
-        if one_to_one and c >= MARKER_INSIDE * marker_size[mark]:
-            out[labels == lab] = mark
-    return out
+    ok = (markers_in_mask[labs] == 1) & (masks_on_marker[marks] == 1)
+    ok &= counts >= MARKER_INSIDE * marker_size[marks]
+    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut[labs[ok]] = marks[ok]
+    return lut[labels]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="CTC dataset folder (sequence 01)")
     p.add_argument("--results", required=True, help="the model's results on 01 (CTC RES)")
-    p.add_argument("--keep-truth", default="", help="frames A:B with the truth's masks only")
+    p.add_argument("--keep-truth", type=_frames, help="frames A:B with the truth's masks only")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: give a new folder for the dataset")
     truth = ctc.read_ground_truth(data / "01_GT")
     labels, _ = ctc.read_results(args.results)
     if labels.shape != truth.tra.shape:
         raise SystemExit(f"results {labels.shape} and truth {truth.tra.shape} differ in shape")
-    keep = range(*map(int, args.keep_truth.split(":"))) if args.keep_truth else range(0)
+    keep = range(truth.n_frames)[args.keep_truth] if args.keep_truth else range(0)
     seg, cells, matched = {}, 0, 0
     for t in range(truth.n_frames):
         real = truth.seg.get(t)
@@ -80,12 +77,8 @@ def main() -> None:
         ours = matched_masks(labels[t], truth.tra[t])
         if real is not None:  # the truth's masks first; ours where they touch none
             touching = np.unique(ours[real > 0])
-            ours[np.isin(ours, touching[touching > 0])] = 0
-            frame = real.astype(np.int32).copy()
-            fresh = int(frame.max())
-            for mark in np.unique(ours[ours > 0]):
-                fresh += 1
-                frame[ours == mark] = fresh
+            ours[np.isin(ours, touching[touching > 0])] = 0  # the rest lie off every mask
+            frame = np.where(ours > 0, ours + int(real.max()), real.astype(np.int32))
         else:
             frame = ours
         n = len(np.unique(truth.tra[t])) - 1
@@ -93,10 +86,9 @@ def main() -> None:
         matched += len(np.unique(ours)) - 1
         if frame.any():
             seg[t] = frame.astype(np.uint16)
-    (out / "01").parent.mkdir(parents=True, exist_ok=True)
-    if not (out / "01").exists():
-        os.symlink((data / "01").resolve(), out / "01")
-    ctc.write_ground_truth(out / "01_GT", truth.tra, truth.lineage, seg, overwrite=True)
+    out.mkdir(parents=True, exist_ok=True)
+    os.symlink((data / "01").resolve(), out / "01")
+    ctc.write_ground_truth(out / "01_GT", truth.tra, truth.lineage, seg)
     print(
         json.dumps(
             {

@@ -74,3 +74,8 @@ def test_dataset_with_pseudo_labels(pseudo, synthetic_ctc, small_movie, tmp_path
     seq = D.load_ctc_sequence(out)  # training sees it: the missed cell is unknown, not bg
     assert seq.ignore[0][truth.tra[0] == gone].all()
     assert not seq.ignore[2].any()
+
+    monkeypatch.setattr("sys.argv", [*argv[:-1], str(data)])  # never over a dataset
+    with pytest.raises(SystemExit, match="is not empty"):
+        pseudo.main()
+    assert np.array_equal(ctc.read_ground_truth(data / "01_GT").tra, markers)
