@@ -682,3 +682,36 @@ def test_a_poor_starting_models_results_are_not_replayed(sequence, tiny_model, t
     assert "replayed_frames" not in card.training
     alone = read_card(_run(train([corrections], tmp_path / "alone", cfg, init=start_dir))[0])
     assert card.cell_size == alone.cell_size and card.min_size == alone.min_size
+
+
+def test_an_epoch_counts_the_pairs_trained_on(sequence, tiny_model, tmp_path):
+    """An epoch-based fine-tune counts its steps once replay is decided, one crop for the
+    later frame of each pair drawn from (frames of 64 px, crops of 64): replayed results
+    left out (a poor start) add no steps; used ones add their pairs, not the movie's."""
+    start_dir, _ = tiny_model
+    cfg = TrainConfig.for_finetuning(
+        steps=0, epochs=1, val_every=1, val_fraction=0.2, device="cpu", amp=False, batch_size=1
+    )
+
+    def steps(seqs, start, folder):
+        _, records = _run(train(seqs, tmp_path / folder, cfg, init=start))
+        assert len(_steps(records)) == records[-1].total  # the whole plan was run
+        return records[-1].total, records[0].info["validation"]["SEG_plain"]
+
+    corrections = dataclasses.replace(sequence, name="corrections")
+    merged = (sequence.seg > 0).astype(np.int32)
+    poor = D.replay_sequence("replay", sequence, merged, None, [0, 1, 2, 3])
+    alone, _ = steps([corrections], start_dir, "alone")
+    assert alone == 3  # pairs (0, 1) ... (2, 3); frame 4 held out
+    total, seg = steps([corrections, poor], start_dir, "poor")
+    assert seg < 0.6 and total == alone  # was 7: the replayed frames 1-4 counted
+
+    movie = make_movie(n_frames=8, shape=(64, 64), n_cells=2, seed=4, radius=(12.0, 14.0))
+    corrections = D.sequence_from_arrays(
+        "corrections", movie.image, movie.labels, movie.lineage, annotated_frames=[5, 6, 7]
+    )
+    good = D.replay_sequence("replay", corrections, movie.labels, movie.lineage, [0, 1, 2])
+    cfg = dataclasses.replace(cfg, val_window=(7, 8), val_fraction=0.0)
+    alone, _ = steps([corrections], "Fluo-N2DH-SIM+", "sim-alone")
+    total, seg = steps([corrections, good], "Fluo-N2DH-SIM+", "sim-good")
+    assert seg >= 0.6 and total == alone + 3  # pairs ending at 1, 2, 3; was alone + 7

@@ -57,7 +57,9 @@ class TrainConfig:
     Attributes:
         steps: optimiser steps; if 0, ``epochs`` x steps per epoch.
         epochs: epochs when ``steps`` is 0. An epoch draws as many crops as it takes to cover
-            every training pair's frame once.
+            the later frame of every training pair once, at the scale trained at: when
+            fine-tuning with replay, counted once replay is decided (replayed results left
+            out add no steps; a refitted scale changes the crops a frame takes).
         batch_size: pairs per step.
         crop_size: crop edge (px); also the model's tile size at inference.
         scale: image scale the model works at (frames are resized by it for training and
@@ -600,6 +602,8 @@ def train(
             card.cell_size = int(np.median(sizes)) if sizes.size else card.cell_size
         return (card.scale, card.min_size, card.cell_size) != before
 
+    timed = cfg.schedule == "time"
+
     def make_sampler() -> D.PairSampler:
         # crops come from the sequences at the model's scale; validation on the originals
         scaled = [D.rescale_sequence(s, card.scale) for s in sequences]
@@ -610,14 +614,19 @@ def train(
         used, the card fitted to the replayed results' cells too and the replayed pairs
         given their share. True when that changed the card (a new sampler, and the start
         is to be validated again)."""
-        nonlocal sampler
-        if not _gate_replay(sequences, sampler, card, start):
-            return False
-        refit = fit_cells(with_replay=True)
+        nonlocal sampler, per_epoch, total, val_every, sched
+        used = _gate_replay(sequences, sampler, card, start)
+        refit = used and fit_cells(with_replay=True)
         if refit:
             sampler = make_sampler()
-        if cfg.replay_share is not None:
+        if used and cfg.replay_share is not None:
             sampler.set_share({i for i, s in enumerate(sequences) if s.replay}, cfg.replay_share)
+        if not cfg.steps:  # an epoch of the pairs drawn from, at the scale trained at
+            before = total
+            per_epoch, total, val_every = plan()
+            sched = make_schedule()
+            if total != before:
+                log.info("training %d steps (%d per epoch)", total, per_epoch)
         return refit
 
     card.name = name or out_dir.name
@@ -626,20 +635,21 @@ def train(
     memory_format = torch.channels_last if amp or device.type == "cuda" else torch.contiguous_format
     net.to(device).to(memory_format=memory_format)
 
+    def plan() -> tuple[int, int, int]:
+        """Steps per epoch (crops covering the later frame of every pair drawn from, at
+        the model's scale), total steps and the validation interval."""
+        size = [s.image.shape[1] * s.image.shape[2] for s in sampler.sequences]
+        crops = sum(math.ceil(size[i] / card.crop_size**2) for i, _ in sampler.pairs)
+        per_epoch = max(1, math.ceil(crops / cfg.batch_size))
+        return per_epoch, cfg.steps or cfg.epochs * per_epoch, cfg.val_every or per_epoch
+
+    def make_schedule():
+        if timed:
+            return TimedOneCycle(opt, cfg.lr)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+
     sampler = make_sampler()
-    scaled = sampler.sequences
-    crops_per_pair = [
-        math.ceil(s.image.shape[1] * s.image.shape[2] / card.crop_size**2) for s in scaled
-    ]
-    per_epoch = max(
-        1,
-        math.ceil(
-            sum(len(f) * c for f, c in zip(train_frames, crops_per_pair, strict=True))
-            / cfg.batch_size
-        ),
-    )
-    total = cfg.steps or cfg.epochs * per_epoch
-    val_every = cfg.val_every or per_epoch
+    per_epoch, total, val_every = plan()
     if cfg.train_parts not in ("all", "decoders"):
         raise ValueError(f"train_parts must be 'all' or 'decoders', got {cfg.train_parts!r}")
     frozen = net.encoder if cfg.train_parts == "decoders" else None
@@ -655,32 +665,9 @@ def train(
         [p.detach().clone() for p in params] if init is not None and cfg.anchor > 0 else None
     )
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    timed = cfg.schedule == "time"
-    sched = (
-        TimedOneCycle(opt, cfg.lr)
-        if timed
-        else torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-    )
+    sched = make_schedule()
     step, best, history, seconds = 0, -1.0, [], 0.0
     ckpt_path = out_dir / CHECKPOINT
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["total"] != total:
-            raise ValueError(
-                f"{ckpt_path}: checkpoint was made for {ck['total']} steps, not {total}; "
-                "resume with the same --steps/--epochs"
-            )
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        step, best, seconds = int(ck["step"]), float(ck["best"]), float(ck["seconds"])
-        sampler.rng = np.random.default_rng([cfg.seed, step])
-        torch.manual_seed(cfg.seed + step)
-        if (out_dir / HISTORY).is_file():
-            history = json.loads((out_dir / HISTORY).read_text())["history"]
-
     card.training.update(
         {
             "data": [s.name for s in sequences],
@@ -693,6 +680,27 @@ def train(
     )
     if replayed := {s.name: [int(t) for t in s.seg_frames] for s in sequences if s.replay}:
         card.training["replayed_frames"] = replayed  # the starting model's own results
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if (out_dir / HISTORY).is_file():
+            history = json.loads((out_dir / HISTORY).read_text())["history"]
+        # replay as decided before the stop (no start figures: no SEG, not used): it sets
+        # the scale, the pairs drawn from and so an epoch's steps
+        start = history[0] if history and history[0].get("step") == 0 else {}
+        use_replay(start.get("gate", start))
+        if ck["total"] != total:
+            raise ValueError(
+                f"{ckpt_path}: checkpoint was made for {ck['total']} steps, not {total}; "
+                "resume with the same --steps/--epochs"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, best, seconds = int(ck["step"]), float(ck["best"]), float(ck["seconds"])
+        sampler.rng = np.random.default_rng([cfg.seed, step])
+        torch.manual_seed(cfg.seed + step)
 
     def save_checkpoint() -> None:
         _atomic_torch_save(
@@ -776,10 +784,6 @@ def train(
                 "starting model: " + ", ".join(f"{k} {v:.3f}" for k, v in start_metrics.items()),
                 {"validation": start_metrics, "start": True},
             )
-    elif resume:  # as decided before the stop (no start figures: no SEG, not used)
-        start = history[0] if history and history[0].get("step") == 0 else {}
-        if use_replay(start.get("gate", start)):
-            sampler.rng = np.random.default_rng([cfg.seed, step])
     t_start = time.perf_counter() - seconds
     running = None
     workers = cfg.workers if cfg.workers is not None else auto_workers(device)
