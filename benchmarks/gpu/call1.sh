@@ -2,6 +2,7 @@
 # First call on the GPU machine (docs/models.md, session 7): code and data, the training
 # throughput and inference benchmarks, then group a's runs in a process session of their own
 # (they outlive the call; call2.sh collects them).   bash benchmarks/gpu/call1.sh MINUTES_A
+# Needs .dev/whl and .dev/a carried (made here by benchmarks/gpu/prepare.sh).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/whl/*.whl
 export PYTHONPATH=/tmp/site:/tmp/src PYTHONUNBUFFERED=1

@@ -2,6 +2,7 @@
 # Second call (right after call1.sh, on the same warm machine): GOWT1 data, group b's runs,
 # then wait for all runs (or SECONDS_LEFT) and pack them into $OUT.
 #   bash benchmarks/gpu/call2.sh SECONDS_LEFT MINUTES_B
+# Needs .dev/whl and .dev/b carried (made here by benchmarks/gpu/prepare.sh).
 set -u
 deadline=$(( $(date +%s) + $1 ))
 export PYTHONPATH=/tmp/site:/tmp/src PYTHONUNBUFFERED=1
