@@ -41,9 +41,24 @@ def main() -> None:
         "new movie; warped: one smooth deformation of frames and truth (cells the model has "
         "not seen), warped-STYLE: warped, then re-styled",
     )
+    p.add_argument(
+        "--contrast",
+        type=float,
+        help="with a re-styled copy: contrast above background times this instead of the "
+        "style's (hard: 0.2; 0.1 is a tenth of the light)",
+    )
+    p.add_argument(
+        "--mostly-dim",
+        type=float,
+        metavar="FACTOR",
+        help="with --style uneven: every cell at this brightness factor except a random "
+        "tenth at full brightness (the bright few set the frame's levels), not log-uniform",
+    )
     add_smooth(p)
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.style == "plain" and (args.contrast is not None or args.mostly_dim is not None):
+        p.error("--contrast and --mostly-dim need a re-styled copy (--style)")
 
     data, out = Path(args.data), Path(args.out)
     if out.exists():
@@ -62,7 +77,18 @@ def main() -> None:
             norm, gt = warped_copy(norm, gt)
             style = style.removeprefix("warped").removeprefix("-")
         if style:
-            norm = restyle_movie(norm, style, labels=gt.tra)
+            factors = None
+            if args.mostly_dim is not None:
+                if style != "uneven":
+                    p.error("--mostly-dim needs --style uneven or warped-uneven")
+                rng = np.random.default_rng(1234)
+                factors = {
+                    int(k): 1.0 if rng.random() < 0.1 else args.mostly_dim
+                    for k in np.unique(gt.tra[gt.tra > 0])
+                }
+            norm = restyle_movie(
+                norm, style, labels=gt.tra, contrast=args.contrast, factors=factors
+            )
         source, frames = out / f"{args.style}.tif", slice(None)
         tifffile.imwrite(source, norm)
     ctc.write_ground_truth(out / "GT", gt.tra, gt.lineage, gt.seg)
@@ -85,6 +111,8 @@ def main() -> None:
                 "data": f"{data.name}/{args.seq}",
                 "frames": f"{start}-{stop - 1}",
                 "style": args.style,
+                **({"contrast": args.contrast} if args.contrast is not None else {}),
+                **({"mostly_dim": args.mostly_dim} if args.mostly_dim is not None else {}),
                 "tta": "card default" if args.tta is None else args.tta,
                 "smooth": "card default" if args.smooth is None else args.smooth,
                 **{k: v if v is None else round(v, 4) for k, v in scores.items()},

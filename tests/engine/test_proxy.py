@@ -162,3 +162,30 @@ def test_cells_of_unequal_brightness_leave_the_empty_background_as_it_was():
     cell_contrast = (out - frame)[labels == 1].mean() + 0.5
     assert cell_contrast == pytest.approx(0.05, abs=0.02)  # the dim cell at a tenth
     assert (out - frame)[labels == 2].mean() == pytest.approx(0.0, abs=0.15 * sd)
+
+
+def test_restyle_with_a_given_contrast_and_given_cell_factors():
+    """``contrast`` replaces the style's (a tenth of the light leaves half the signal of a
+    fifth); ``factors`` replace the drawn per-cell brightness of ``uneven``."""
+    movie = make_movie(n_frames=2, shape=(128, 128), n_cells=3, seed=2, radius=(7.0, 9.0))
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.03, movie.image.shape).astype(np.float32)
+    frames = movie.image.astype(np.float32) + noise
+    bg = movie.labels == 0
+
+    def signal(x, cells):
+        return np.median(x[cells]) - np.median(x[bg])
+
+    fifth = restyle_movie(frames, "hard", seed=1)
+    tenth = restyle_movie(frames, "hard", seed=1, contrast=0.1)
+    cells = movie.labels > 0
+    assert signal(tenth, cells) == pytest.approx(signal(fifth, cells) / 2, rel=0.1)
+    assert np.array_equal(fifth, restyle_movie(frames, "hard", seed=1, contrast=0.2))
+    with pytest.raises(ValueError, match=r"contrast must lie in \(0, 1\]"):
+        restyle_movie(frames, "hard", contrast=0.0)
+    ids = np.unique(movie.labels[cells]).tolist()
+    factors = {k: 0.1 for k in ids} | {ids[0]: 1.0}  # one bright cell, the rest dim
+    out = restyle_movie(frames, "uneven", labels=movie.labels, seed=3, factors=factors)
+    for k in ids:
+        cell = movie.labels == k
+        assert signal(out, cell) / signal(frames, cell) == pytest.approx(factors[k], abs=0.03)

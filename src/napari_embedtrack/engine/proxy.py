@@ -229,7 +229,13 @@ def scale_above_background(
 
 
 def restyle_movie(
-    frames: np.ndarray, style: str = "hard", seed: int = 1234, labels: np.ndarray | None = None
+    frames: np.ndarray,
+    style: str = "hard",
+    seed: int = 1234,
+    labels: np.ndarray | None = None,
+    *,
+    contrast: float | None = None,
+    factors: dict[int, float] | None = None,
 ) -> np.ndarray:
     """Re-styled copy of normalised frames (T, Y, X) -> float32 (T, Y, X).
 
@@ -247,6 +253,10 @@ def restyle_movie(
         seed: random seed; the same seed gives the same copy.
         labels: (T, Y, X) cell labels with the same id for a cell in every frame (CTC TRA
             markers); needed by ``uneven`` only.
+        contrast: the contrast factor instead of the style's (e.g. 0.1: ``hard`` with a
+            tenth of the light).
+        factors: ``uneven``: each label id's brightness factor instead of drawn ones (ids
+            not in it keep 1.0).
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {sorted(STYLES)}, got {style!r}")
@@ -263,11 +273,14 @@ def restyle_movie(
     rng = np.random.default_rng(seed)
     shape = frames.shape[1:]
     fixed = _gain_field(rng, shape, *st["gain"]) if st["fixed_gain"] else None
-    factors = draw_cell_factors(np.asarray(labels), rng) if uneven else {}
+    if uneven and factors is None:
+        factors = draw_cell_factors(np.asarray(labels), rng)
+    if contrast is not None and not 0.0 < contrast <= 1.0:
+        raise ValueError(f"contrast must lie in (0, 1], got {contrast}")
     out = np.empty_like(frames)
     for t, f in enumerate(frames):
         gain = fixed if fixed is not None else _gain_field(rng, shape, *st["gain"])
-        scale = st["contrast"]
+        scale = st["contrast"] if contrast is None else contrast
         if uneven:
             scale = scale * cell_factor_map(np.asarray(labels[t]), factors)
         if st["noise"] is None:  # keep the frame's own noise
