@@ -59,6 +59,10 @@ def main() -> None:
     args = p.parse_args()
     if args.style == "plain" and (args.contrast is not None or args.mostly_dim is not None):
         p.error("--contrast and --mostly-dim need a re-styled copy (--style)")
+    for name in ("contrast", "mostly_dim"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 < value <= 1.0:
+            p.error(f"--{name.replace('_', '-')} must lie in (0, 1], got {value}")
 
     data, out = Path(args.data), Path(args.out)
     if out.exists():

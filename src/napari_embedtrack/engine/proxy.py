@@ -260,6 +260,8 @@ def restyle_movie(
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {sorted(STYLES)}, got {style!r}")
+    if contrast is not None and not 0.0 < contrast <= 1.0:
+        raise ValueError(f"contrast must lie in (0, 1], got {contrast}")
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 3:
         raise ValueError(f"frames must be (T, Y, X), got shape {frames.shape}")
@@ -275,8 +277,6 @@ def restyle_movie(
     fixed = _gain_field(rng, shape, *st["gain"]) if st["fixed_gain"] else None
     if uneven and factors is None:
         factors = draw_cell_factors(np.asarray(labels), rng)
-    if contrast is not None and not 0.0 < contrast <= 1.0:
-        raise ValueError(f"contrast must lie in (0, 1], got {contrast}")
     out = np.empty_like(frames)
     for t, f in enumerate(frames):
         gain = fixed if fixed is not None else _gain_field(rng, shape, *st["gain"])
