@@ -323,6 +323,16 @@ def test_train_with_init_uses_the_finetuning_recipe():
     assert given.lr == pytest.approx(3e-4) and given.max_seconds == 120 and given.steps == 300
     epochs = train_config(parse(["train", "d", "--init", "M", "--out", "m", "--epochs", "2"]))
     assert epochs.epochs == 2 and epochs.steps == 0
+    assert cfg.freeze_norm and not scratch.freeze_norm
+    tuned = train_config(
+        parse(["train", "d", "--init", "M", "--out", "m", "--contrast-range", "0.05:0.6",
+               "--no-freeze-norm"])
+    )  # fmt: skip
+    assert tuned.augment.contrast_range == (0.05, 0.6) and not tuned.freeze_norm
+    assert cfg.augment.contrast_range == (0.08, 1.0)  # the default
+    for bad in ("0:0.5", "0.6:0.05", "0.1", "a:b", "0.5:2"):
+        with pytest.raises(ValueError, match="--contrast-range must be LO:HI"):
+            train_config(parse(["train", "d", "--out", "m", "--contrast-range", bad]))
 
 
 # --------------------------------------------------------------------------- batch (issue #16)

@@ -628,6 +628,19 @@ def train_config(args: argparse.Namespace):
             raise ValueError(f"--cell-gain must be a probability in [0, 1], got {args.cell_gain}")
         augment = dataclasses.replace(cfg.augment, p_cell_gain=args.cell_gain)
         cfg = dataclasses.replace(cfg, augment=augment)
+    if args.contrast_range is not None:
+        try:
+            lo, hi = (float(v) for v in args.contrast_range.split(":"))
+        except ValueError:
+            lo = hi = float("nan")
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(
+                f"--contrast-range must be LO:HI with 0 < LO <= HI <= 1, got {args.contrast_range}"
+            )
+        augment = dataclasses.replace(cfg.augment, contrast_range=(lo, hi))
+        cfg = dataclasses.replace(cfg, augment=augment)
+    if args.freeze_norm is not None:
+        cfg = dataclasses.replace(cfg, freeze_norm=args.freeze_norm)
     if args.warp is not None:
         if not 0.0 <= args.warp <= 1.0:
             raise ValueError(f"--warp must be a probability in [0, 1], got {args.warp}")
@@ -987,6 +1000,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="probability that a training pair's cells each get their own brightness "
         "(0.08-1 of their contrast; default 0: off; docs/models.md, session 9)",
+    )
+    tr.add_argument(
+        "--contrast-range",
+        default=None,
+        metavar="LO:HI",
+        help="contrast above background that intensity augmentation draws from (uniform; "
+        "default 0.08:1; docs/models.md, session 22)",
+    )
+    tr.add_argument(
+        "--freeze-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the BatchNorm statistics (default: kept with --init, updated without)",
     )
     tr.add_argument(
         "--warp",
