@@ -57,8 +57,11 @@ def main() -> None:
     add_smooth(p)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    if args.style == "plain" and (args.contrast is not None or args.mostly_dim is not None):
-        p.error("--contrast and --mostly-dim need a re-styled copy (--style)")
+    restyle = args.style.removeprefix("warped").removeprefix("-")  # "", "plain" or a style
+    if args.contrast is not None and restyle in ("", "plain"):
+        p.error("--contrast needs a re-styled copy (--style STYLE or warped-STYLE)")
+    if args.mostly_dim is not None and restyle != "uneven":
+        p.error("--mostly-dim needs --style uneven or warped-uneven")
     for name in ("contrast", "mostly_dim"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value <= 1.0:
@@ -83,8 +86,6 @@ def main() -> None:
         if style:
             factors = None
             if args.mostly_dim is not None:
-                if style != "uneven":
-                    p.error("--mostly-dim needs --style uneven or warped-uneven")
                 rng = np.random.default_rng(1234)
                 factors = {
                     int(k): 1.0 if rng.random() < 0.1 else args.mostly_dim
